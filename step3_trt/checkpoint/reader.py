@@ -1,0 +1,147 @@
+"""Lazy, validating reader for Step-3 checkpoints (safetensors shards + index, or one file).
+
+Opening a checkpoint reads only `config.json`, the index and the shard headers; tensors are
+loaded one at a time on request, so a full-size checkpoint is handled in bounded memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from step3_trt.checkpoint.layout import TensorSpec, is_vision_tensor, text_specs
+from step3_trt.checkpoint.safetensors_header import CheckpointError, TensorEntry, read_header
+from step3_trt.config import Step3Config
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Unquantized text tensors must be stored in one of these floating types.
+FLOAT_CODES = ("F32", "BF16", "F16")
+
+
+class CheckpointReader:
+    """A Step-3 checkpoint directory. `validate()` checks it against its config."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise CheckpointError(f"checkpoint directory {self.root} does not exist")
+        self.config = Step3Config.from_file(self.root)
+        self.raw_config: dict[str, Any] = json.loads((self.root / "config.json").read_text())
+        self.entries: dict[str, TensorEntry] = self._read_entries()
+        self._handles: dict[Path, Any] = {}
+
+    # ---- discovery -----------------------------------------------------------------------
+    def _read_entries(self) -> dict[str, TensorEntry]:
+        index = self.root / INDEX_FILE
+        if index.is_file():
+            return self._entries_from_index(index)
+        single = self.root / SINGLE_FILE
+        if single.is_file():
+            return read_header(single)
+        raise CheckpointError(f"{self.root}: no {INDEX_FILE} and no {SINGLE_FILE}")
+
+    def _entries_from_index(self, index: Path) -> dict[str, TensorEntry]:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CheckpointError(f"{index}: not a valid index (needs a `weight_map` object)") \
+                from None
+        by_file: dict[str, list[str]] = defaultdict(list)
+        for name, fname in weight_map.items():
+            by_file[fname].append(name)
+        entries = {}
+        for fname, names in sorted(by_file.items()):
+            path = self.root / fname
+            if not path.is_file():
+                raise CheckpointError(f"{index}: tensor `{names[0]}` (and {len(names) - 1} more) "
+                                      f"maps to missing file {fname}")
+            header = read_header(path)
+            for name in names:
+                if name not in header:
+                    raise CheckpointError(f"{index}: tensor `{name}` maps to {fname}, "
+                                          f"which does not contain it")
+                entries[name] = header[name]
+            stray = sorted(set(header) - set(names))
+            if stray:
+                raise CheckpointError(f"{path}: tensor `{stray[0]}` is in the shard but not in "
+                                      f"{INDEX_FILE}")
+        return entries
+
+    # ---- validation ----------------------------------------------------------------------
+    @property
+    def text_names(self) -> list[str]:
+        return [n for n in self.entries if not is_vision_tensor(n)]
+
+    @property
+    def vision_names(self) -> list[str]:
+        return [n for n in self.entries if is_vision_tensor(n)]
+
+    def validate(self) -> "CheckpointReader":
+        """Check every text tensor against the config; vision tensors are skipped."""
+        expected = {s.name: s for s in text_specs(self.config)}
+        missing = [n for n in expected if n not in self.entries]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CheckpointError(f"{self.root}: missing tensor `{missing[0]}`{more}")
+        for name in self.text_names:
+            entry = self.entries[name]
+            spec = expected.get(name)
+            if spec is None:
+                raise CheckpointError(f"{entry.file}: unexpected tensor `{name}` "
+                                      f"(not part of the Step-3 text model for this config)")
+            _check_entry(entry, spec)
+        return self
+
+    # ---- loading -------------------------------------------------------------------------
+    def _handle(self, path: Path):
+        if path not in self._handles:
+            self._handles[path] = safe_open(str(path), framework="pt")
+        return self._handles[path]
+
+    def get(self, name: str) -> torch.Tensor:
+        """Load one tensor (and only that tensor) from its shard."""
+        entry = self._entry(name)
+        return self._handle(entry.file).get_tensor(name)
+
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Load `tensor[start:stop]` along dim 0 without reading the rest (e.g. some experts)."""
+        entry = self._entry(name)
+        return self._handle(entry.file).get_slice(name)[start:stop]
+
+    def _entry(self, name: str) -> TensorEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise CheckpointError(f"{self.root}: no tensor `{name}`") from None
+
+    def iter_text(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Stream every text tensor in model order, one at a time."""
+        for spec in text_specs(self.config):
+            yield spec.name, self.get(spec.name)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> "CheckpointReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:
+    if entry.shape != spec.shape:
+        raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has shape {list(entry.shape)}, "
+                              f"expected {list(spec.shape)}")
+    if entry.dtype not in FLOAT_CODES:
+        raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
+                              f"expected one of {', '.join(FLOAT_CODES)}")

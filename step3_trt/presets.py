@@ -1,0 +1,81 @@
+"""Model presets: the released Step-3 text config and small configs with the same architecture.
+
+Each preset is the text config dict as a Step-3 `config.json` holds it under `text_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STEP3_TEXT: dict[str, Any] = {
+    "model_type": "step3_text",
+    "architectures": ["Step3TextForCausalLM"],
+    "hidden_size": 7168,
+    "num_hidden_layers": 61,
+    "vocab_size": 128815,
+    "num_attention_heads": 64,
+    "num_attention_groups": 1,
+    "head_dim": 256,
+    "share_q_dim": 2048,
+    "intermediate_size": 18432,
+    "moe_num_experts": 48,
+    "moe_top_k": 3,
+    "moe_intermediate_size": 5120,
+    "share_expert_dim": 5120,
+    "moe_layers_enum": ",".join(str(i) for i in range(4, 60)),
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000,
+    "max_position_embedding": 65536,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+}
+
+# Small enough to run in seconds on 2 CPU cores; deliberately awkward sizes (non-powers of two,
+# shared expert narrower than the routed experts, dense and MoE layers interleaved).
+TINY_TEXT: dict[str, Any] = {
+    "model_type": "step3_text",
+    "architectures": ["Step3TextForCausalLM"],
+    "hidden_size": 96,
+    "num_hidden_layers": 4,
+    "vocab_size": 320,
+    "num_attention_heads": 6,
+    "num_attention_groups": 1,
+    "head_dim": 24,
+    "share_q_dim": 40,
+    "intermediate_size": 176,
+    "moe_num_experts": 6,
+    "moe_top_k": 2,
+    "moe_intermediate_size": 48,
+    "share_expert_dim": 36,
+    "moe_layers_enum": "1,3",
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000,
+    "max_position_embedding": 1024,
+    "torch_dtype": "float32",
+    "bos_token_id": 256,
+    "eos_token_id": 257,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_TEXT, "tiny": TINY_TEXT}
+
+# A small stand-in vision tower: its tensors exist so that the text path's skipping is exercised.
+TINY_VISION_TENSORS: dict[str, tuple[int, ...]] = {
+    "vision_model.embeddings.patch_embedding.weight": (16, 3, 4, 4),
+    "vision_model.transformer.layers.0.mlp.fc1.weight": (32, 16),
+    "vit_downsampler.weight": (16, 16, 2, 2),
+    "vit_large_projector.weight": (96, 16),
+}
+
+
+def vlm_config(text: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a text config in the released VLM nesting (`Step3VLConfig`)."""
+    return {
+        "architectures": ["Step3VLForConditionalGeneration"],
+        "model_type": "step3_vl",
+        "torch_dtype": text["torch_dtype"],
+        "image_token_id": text.get("image_token_id", text["vocab_size"] - 1),
+        "text_config": dict(text),
+        "vision_config": {"model_type": "step3_vision_encoder", "hidden_size": 16,
+                          "num_hidden_layers": 1, "patch_size": 4, "image_size": 16},
+    }
