@@ -62,19 +62,24 @@ class MFAttention(nn.Module):
         self.v_proj = nn.Linear(H, D, bias=False)
         self.o_proj = nn.Linear(cfg.q_width, H, bias=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ContiguousKVCache,
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: ContiguousKVCache | None,
                 num_new: torch.Tensor) -> torch.Tensor:
+        """With a cache, new K/V are appended and all cached keys are attended; without one
+        (training, full-sequence scoring) the T tokens attend causally among themselves."""
         B, T, _ = x.shape
         q = self.wq(self.inter_norm(self.q_proj(x))).view(B, T, self.num_heads, self.head_dim)
         k, v = self.k_proj(x), self.v_proj(x)  # [B, T, D]
         cos, sin = rope_cos_sin(positions, self.head_dim, self.theta)  # [B, T, D]
         q = apply_rope(q, cos[:, :, None], sin[:, :, None])
         k = apply_rope(k, cos, sin)
-        cache.write(self.layer, k, v, num_new)
-        keys, values = cache.k[self.layer].float(), cache.v[self.layer].float()  # [B, S, D]
+        if cache is None:
+            keys, values, key_pos = k.float(), v.float(), positions  # [B, S=T, D], [B, S]
+        else:
+            cache.write(self.layer, k, v, num_new)
+            keys, values = cache.k[self.layer].float(), cache.v[self.layer].float()  # [B, S, D]
+            key_pos = torch.arange(cache.max_len, device=x.device).expand(B, -1)  # [B, S]
         scores = torch.einsum("btnd,bsd->bnts", q.float(), keys) * self.head_dim ** -0.5
-        key_pos = torch.arange(cache.max_len, device=x.device)
-        visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, T, S]
+        visible = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
         scores = scores.masked_fill(~visible[:, None], float("-inf"))
         out = torch.einsum("bnts,bsd->btnd", scores.softmax(-1), values)  # [B, T, N, D]
         return self.o_proj(out.reshape(B, T, -1).to(x.dtype))
@@ -171,19 +176,22 @@ class Step3ForCausalLM(nn.Module):
         self.model = Step3TextModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
-    def forward(self, input_ids: torch.Tensor, cache: ContiguousKVCache,
+    def forward(self, input_ids: torch.Tensor, cache: ContiguousKVCache | None = None,
                 num_new: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, T] (right-padded; row b has num_new[b] real tokens) -> logits [B, T, V].
 
-        New tokens of row b sit at positions cache.lengths[b] + t; the cache advances by num_new.
-        Logits of padded positions are meaningless.
+        New tokens of row b sit at positions cache.lengths[b] + t (t without a cache); the cache
+        advances by num_new. Logits of padded positions are meaningless.
         """
         B, T = input_ids.shape
         if num_new is None:
             num_new = torch.full((B,), T, dtype=torch.int64, device=input_ids.device)
-        positions = cache.lengths[:, None] + torch.arange(T, device=input_ids.device)  # [B, T]
+        positions = torch.arange(T, device=input_ids.device).expand(B, -1)  # [B, T]
+        if cache is not None:
+            positions = cache.lengths[:, None] + positions
         x = self.model.embed_tokens(input_ids)
         for layer in self.model.layers:
             x = layer(x, positions, cache, num_new)
-        cache.advance(num_new)
+        if cache is not None:
+            cache.advance(num_new)
         return self.lm_head(self.model.norm(x)).float()
