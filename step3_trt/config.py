@@ -35,6 +35,7 @@ class Step3Config:
     moe_intermediate_size: int  # per routed expert
     share_expert_dim: int  # the always-on shared expert's width
     moe_layers: tuple[int, ...]  # parsed from `moe_layers_enum`
+    norm_expert_weight: bool = False  # renormalise the top-k routing weights (False in Step-3)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 500000.0
     max_position_embedding: int = 65536
@@ -143,6 +144,9 @@ class Step3Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"`{name}` must be a positive number, got {value!r}")
+        if not isinstance(self.norm_expert_weight, bool):
+            raise ConfigError(f"`norm_expert_weight` must be true or false, "
+                              f"got {self.norm_expert_weight!r}")
         if self.num_attention_groups != 1:
             raise ConfigError(
                 f"`num_attention_groups` must be 1 (MFA shares one K/V head), "

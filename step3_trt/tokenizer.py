@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-BOS, EOS, PAD = "<|begin▁of▁sentence|>", "<|end▁of▁sentence|>", "<|pad|>"
+# DeepSeek-V3 special tokens (Step-3 uses its tokenizer); note the full-width bars.
+BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
 
 
 def byte_to_unicode() -> dict[int, str]:

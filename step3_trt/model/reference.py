@@ -105,12 +105,13 @@ class StackedExperts(nn.Module):
 
 
 class MoE(nn.Module):
-    """Routed experts, stacked: softmax (float32) over all experts, top-k, no renormalisation."""
+    """Routed experts, stacked: softmax (float32) over all experts, then top-k (renormalised
+    only if `norm_expert_weight`, which Step-3 leaves off)."""
 
     def __init__(self, cfg: Step3Config):
         super().__init__()
         E, I, H = cfg.moe_num_experts, cfg.moe_intermediate_size, cfg.hidden_size
-        self.top_k = cfg.moe_top_k
+        self.top_k, self.renormalize = cfg.moe_top_k, cfg.norm_expert_weight
         self.gate = nn.Linear(H, E, bias=False)
         self.gate_proj = StackedExperts(E, I, H)
         self.up_proj = StackedExperts(E, I, H)
@@ -120,6 +121,8 @@ class MoE(nn.Module):
         """x [M, H] -> (weights [M, K] in x.dtype, expert ids [M, K] int64)."""
         probs = self.gate(x).float().softmax(dim=-1)
         weights, ids = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights.to(x.dtype), ids
 
     def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
