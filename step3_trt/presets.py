@@ -5,7 +5,11 @@ Each preset is the text config dict as a Step-3 `config.json` holds it under `te
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+# The trained tiny model committed with the project: the default for the demo and `generate`.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "step3-tiny"
 
 STEP3_TEXT: dict[str, Any] = {
     "model_type": "step3_text",
@@ -58,6 +62,8 @@ TINY_TEXT: dict[str, Any] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_TEXT, "tiny": TINY_TEXT}
+# Presets small enough to materialise as random checkpoints on a 24 GB machine.
+RANDOM_CHECKPOINT_PRESETS = ("tiny",)
 
 # A small stand-in vision tower: its tensors exist so that the text path's skipping is exercised.
 TINY_VISION_TENSORS: dict[str, tuple[int, ...]] = {

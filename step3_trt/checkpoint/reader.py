@@ -10,14 +10,16 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
 
 from step3_trt.checkpoint.layout import TensorSpec, is_vision_tensor, text_specs
 from step3_trt.checkpoint.safetensors_header import CheckpointError, TensorEntry, read_header
 from step3_trt.config import Step3Config
+
+if TYPE_CHECKING:
+    import torch
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

@@ -12,16 +12,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-# safetensors dtype code -> (torch dtype, bytes per element)
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2), "F8_E4M3": (torch.float8_e4m3fn, 1),
-    "F8_E5M2": (torch.float8_e5m2, 1), "I64": (torch.int64, 8), "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2), "I8": (torch.int8, 1), "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
+# safetensors dtype code -> (torch dtype name, bytes per element). Names, not torch objects, so
+# that inspecting a checkpoint does not pay for importing torch.
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2), "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
+    "U8": ("uint8", 1), "BOOL": ("bool", 1),
 }
-TORCH_TO_CODE = {t: code for code, (t, _) in DTYPES.items()}
 MAX_HEADER_BYTES = 256 * 1024 * 1024
 
 
@@ -38,8 +36,10 @@ class TensorEntry:
     nbytes: int
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype][0]
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, DTYPES[self.dtype][0])
 
 
 def read_header(path: Path) -> dict[str, TensorEntry]:

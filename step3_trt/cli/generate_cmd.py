@@ -1,0 +1,80 @@
+"""`step3-trt generate`: text generation with the reference model (engines: see the README)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from step3_trt.config import CHECKPOINT_DTYPES
+from step3_trt.presets import DEFAULT_CHECKPOINT
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a checkpoint",
+                       description="Generate text with the reference model of a checkpoint. "
+                                   "Several --prompt / --prompt-ids flags form one batch.")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help=f"checkpoint directory (default: the bundled model, {DEFAULT_CHECKPOINT})")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    src.add_argument("--prompt-ids", action="append", type=_parse_ids,
+                     help="prompt as comma-separated token ids, e.g. 1,2,3 (repeatable)")
+    add_sampling_args(p)
+    p.add_argument("--dtype", default="auto", choices=["auto", *CHECKPOINT_DTYPES],
+                   help="compute dtype (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per prompt: prompt_ids, output_ids, text")
+    p.set_defaults(run=run)
+
+
+def add_sampling_args(p) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default: 32)")
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (ignores the flags below)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default: 1.0")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass to keep (default: 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+
+
+def sampling_params(args):
+    from step3_trt.sampling import SamplingParams
+
+    return SamplingParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
+                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                          seed=args.seed)
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--prompt-ids must be comma-separated integers, got {text!r}") from None
+    if not ids:
+        raise ValueError("--prompt-ids is empty")
+    return ids
+
+
+def run(args) -> int:
+    from step3_trt.checkpoint.reader import CheckpointReader
+    from step3_trt.model.generate import generate
+    from step3_trt.model.load import load_reference_model
+    from step3_trt.tokenizer import Step3Tokenizer
+
+    params = sampling_params(args)
+    reader = CheckpointReader(args.checkpoint)
+    tokenizer = None
+    if (args.checkpoint / "tokenizer.json").is_file():
+        tokenizer = Step3Tokenizer.from_dir(args.checkpoint)
+    elif args.prompt:
+        raise FileNotFoundError(f"{args.checkpoint} has no tokenizer.json; use --prompt-ids")
+    prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
+    model = load_reference_model(reader, dtype=args.dtype)
+    eos = reader.config.eos_token_id
+    outputs = generate(model, prompts, params, eos_token_id=eos)
+    for text_in, prompt, out in zip(args.prompt or [None] * len(prompts), prompts, outputs):
+        text = tokenizer.decode(out) if tokenizer else ""
+        if args.json:
+            print(json.dumps({"prompt_ids": prompt, "output_ids": out, "text": text}))
+        else:
+            print((text_in or "") + text)
+    return 0

@@ -1,0 +1,33 @@
+"""`step3-trt inspect PATH [--json]`."""
+
+from __future__ import annotations
+
+import json
+
+from step3_trt.config import Step3Config
+from step3_trt.inspect import format_report, inspect_config, inspect_path
+from step3_trt.presets import PRESETS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="parameter counts, activated parameters, KV-cache bytes",
+                       description="Report total and activated parameters per component, KV-cache "
+                                   "bytes per token and weight bytes per dtype for a Step-3 "
+                                   "checkpoint directory or a bare config.json. Reads only "
+                                   "config.json and shard headers, so a full-size checkpoint "
+                                   "takes seconds.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("path", nargs="?", help="checkpoint directory, or a config.json file")
+    src.add_argument("--preset", choices=sorted(PRESETS),
+                     help="inspect a built-in config instead (e.g. 'step3', the released model)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.preset:
+        report = inspect_config(Step3Config.from_dict(PRESETS[args.preset]), f"preset {args.preset}")
+    else:
+        report = inspect_path(args.path)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
