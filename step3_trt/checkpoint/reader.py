@@ -95,12 +95,11 @@ class CheckpointReader:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise CheckpointError(f"{self.root}: missing tensor `{missing[0]}`{more}")
         for name in self.text_names:
-            entry = self.entries[name]
-            spec = expected.get(name)
-            if spec is None:
-                raise CheckpointError(f"{entry.file}: unexpected tensor `{name}` "
+            if name not in expected:
+                raise CheckpointError(f"{self.entries[name].file}: unexpected tensor `{name}` "
                                       f"(not part of the Step-3 text model for this config)")
-            _check_entry(entry, spec)
+        for name, spec in expected.items():  # model order: the first mismatch is reported
+            _check_entry(self.entries[name], spec)
         return self
 
     # ---- loading -------------------------------------------------------------------------

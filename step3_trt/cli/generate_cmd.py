@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -48,9 +49,10 @@ def _parse_ids(text: str) -> list[int]:
     try:
         ids = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--prompt-ids must be comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers, got {text!r}") from None
     if not ids:
-        raise ValueError("--prompt-ids is empty")
+        raise argparse.ArgumentTypeError("is empty")
     return ids
 
 
