@@ -23,8 +23,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
         .venv/bin/python -m pip install -q "$TORCH_CPU_PIN"
     fi
     echo "[bootstrap] installing step3-trt and its dependencies into .venv"
-    .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
-    .venv/bin/python -c 'import step3_trt, torch, safetensors, tokenizers' 
+    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -c 'import step3_trt, torch, safetensors, tokenizers'
     touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
