@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from step3_trt.checkpoint.layout import TensorSpec, text_specs
-from step3_trt.checkpoint.writer import ShardWriter, atomic_directory
+from step3_trt.checkpoint.writer import atomic_directory, write_tensors
 from step3_trt.config import Step3Config
 from step3_trt.model.load import DTYPES
 from step3_trt.presets import PRESETS, TINY_VISION_TENSORS, vlm_config
@@ -29,15 +29,13 @@ def random_tensor(spec: TensorSpec, generator: torch.Generator, dtype: torch.dty
 def write_checkpoint(out: str | Path, text_config: dict[str, Any],
                      tensors, tokenizer: Step3Tokenizer, *, shards_bytes: int,
                      extra_tensors=(), overwrite: bool = False) -> Path:
-    """Write config.json, tokenizer files and shards of `tensors` ((name, tensor) pairs)."""
+    """Write config.json, tokenizer files and shards of `tensors` ((name, tensor) pairs, held in
+    memory: for small models; `convert` streams large ones)."""
     cfg = Step3Config.from_dict(text_config)  # validate before writing anything
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(vlm_config(cfg.to_text_dict()), indent=2) + "\n")
         tokenizer.save(tmp)
-        writer = ShardWriter(tmp, max_shard_bytes=shards_bytes)
-        writer.add_all(tensors)
-        writer.add_all(extra_tensors)
-        writer.close()
+        write_tensors(tmp, [*tensors, *extra_tensors], max_shard_bytes=shards_bytes)
     return Path(out)
 
 

@@ -10,16 +10,13 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from safetensors import safe_open
+import torch
 
 from step3_trt.checkpoint.layout import TensorSpec, is_vision_tensor, text_specs
 from step3_trt.checkpoint.safetensors_header import CheckpointError, TensorEntry, read_header
 from step3_trt.config import Step3Config
-
-if TYPE_CHECKING:
-    import torch
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -28,7 +25,11 @@ FLOAT_CODES = ("F32", "BF16", "F16")
 
 
 class CheckpointReader:
-    """A Step-3 checkpoint directory. `validate()` checks it against its config."""
+    """A Step-3 checkpoint directory. `validate()` checks it against its config.
+
+    Tensors are read with plain positioned reads into freshly allocated tensors (no mmap), so the
+    memory a caller holds is exactly the tensors it keeps.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -37,7 +38,6 @@ class CheckpointReader:
         self.config = Step3Config.from_file(self.root)
         self.raw_config: dict[str, Any] = json.loads((self.root / "config.json").read_text())
         self.entries: dict[str, TensorEntry] = self._read_entries()
-        self._handles: dict[Path, Any] = {}
 
     # ---- discovery -----------------------------------------------------------------------
     def _read_entries(self) -> dict[str, TensorEntry]:
@@ -103,20 +103,31 @@ class CheckpointReader:
         return self
 
     # ---- loading -------------------------------------------------------------------------
-    def _handle(self, path: Path):
-        if path not in self._handles:
-            self._handles[path] = safe_open(str(path), framework="pt")
-        return self._handles[path]
-
     def get(self, name: str) -> torch.Tensor:
         """Load one tensor (and only that tensor) from its shard."""
         entry = self._entry(name)
-        return self._handle(entry.file).get_tensor(name)
+        return self._read(entry, 0, entry.shape[0] if entry.shape else 1)
 
     def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Load `tensor[start:stop]` along dim 0 without reading the rest (e.g. some experts)."""
         entry = self._entry(name)
-        return self._handle(entry.file).get_slice(name)[start:stop]
+        if not entry.shape or not 0 <= start <= stop <= entry.shape[0]:
+            raise CheckpointError(f"rows [{start}, {stop}) out of range for `{name}` "
+                                  f"of shape {list(entry.shape)}")
+        return self._read(entry, start, stop)
+
+    @staticmethod
+    def _read(entry: TensorEntry, start: int, stop: int) -> torch.Tensor:
+        shape = (stop - start, *entry.shape[1:]) if entry.shape else ()
+        out = torch.empty(shape, dtype=entry.torch_dtype)
+        row_bytes = entry.nbytes // entry.shape[0] if entry.shape and entry.shape[0] else 0
+        buf = out.view(-1).view(torch.uint8).numpy() if out.numel() else None
+        if buf is not None:
+            with open(entry.file, "rb") as f:
+                f.seek(entry.offset + start * row_bytes)
+                if f.readinto(buf) != buf.nbytes:
+                    raise CheckpointError(f"{entry.file}: short read for tensor `{entry.name}`")
+        return out
 
     def _entry(self, name: str) -> TensorEntry:
         try:
@@ -128,15 +139,6 @@ class CheckpointReader:
         """Stream every text tensor in model order, one at a time."""
         for spec in text_specs(self.config):
             yield spec.name, self.get(spec.name)
-
-    def close(self) -> None:
-        self._handles.clear()
-
-    def __enter__(self) -> "CheckpointReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:

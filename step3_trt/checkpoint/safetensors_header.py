@@ -20,6 +20,7 @@ DTYPES: dict[str, tuple[str, int]] = {
     "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
     "U8": ("uint8", 1), "BOOL": ("bool", 1),
 }
+CODES = {name: code for code, (name, _) in DTYPES.items()}  # "bfloat16" -> "BF16"
 MAX_HEADER_BYTES = 256 * 1024 * 1024
 
 
@@ -34,6 +35,7 @@ class TensorEntry:
     dtype: str  # safetensors code, e.g. "BF16"
     shape: tuple[int, ...]
     nbytes: int
+    offset: int  # absolute byte offset of the tensor's data in `file`
 
     @property
     def torch_dtype(self):
@@ -81,5 +83,5 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         if end > data_bytes:
             raise CheckpointError(f"{path}: file is truncated: tensor `{name}` needs bytes up to "
                                   f"{end} of the data section but only {data_bytes} are present")
-        entries[name] = TensorEntry(name, path, dtype, shape, expected)
+        entries[name] = TensorEntry(name, path, dtype, shape, expected, 8 + n + start)
     return entries
