@@ -148,3 +148,15 @@ def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:
     if entry.dtype not in FLOAT_CODES:
         raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
                               f"expected one of {', '.join(FLOAT_CODES)}")
+
+
+def checkpoint_digest(reader: CheckpointReader) -> str:
+    """Identity of a checkpoint from its config and every tensor's name, dtype, shape and file
+    size: cheap (headers only) and changes whenever the weights' layout or files change."""
+    import hashlib
+
+    h = hashlib.sha256((reader.root / "config.json").read_bytes())
+    for name in sorted(reader.entries):
+        e = reader.entries[name]
+        h.update(f"{name}|{e.dtype}|{e.shape}|{e.file.name}|{e.file.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]

@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     src.add_argument("path", nargs="?", help="checkpoint directory, or a config.json file")
     src.add_argument("--preset", choices=sorted(PRESETS),
                      help="inspect a built-in config instead (e.g. 'step3', the released model)")
+    p.add_argument("--config", help="build config YAML: add the per-rank memory plan (weights, "
+                                     "KV-cache capacity) and refuse a plan that does not fit")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
 
@@ -29,5 +31,17 @@ def run(args) -> int:
         report = inspect_config(Step3Config.from_dict(PRESETS[args.preset]), f"preset {args.preset}")
     else:
         report = inspect_path(args.path)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    text = format_report(report)
+    if args.config:
+        from step3_trt.build_config import BuildConfig
+        from step3_trt.convert.memory_plan import (format_memory_plan, memory_plan,
+                                                   memory_plan_dicts)
+
+        build = BuildConfig.from_file(args.config)
+        cfg = Step3Config.from_dict(PRESETS[args.preset]) if args.preset else \
+            Step3Config.from_file(args.path)
+        plan = memory_plan(cfg, build)
+        report["memory_plan"] = memory_plan_dicts(plan)
+        text += "\n\n" + format_memory_plan(plan, build)
+    print(json.dumps(report, indent=2) if args.json else text)
     return 0

@@ -1,0 +1,107 @@
+"""`step3-trt convert`: stream a Step-3 checkpoint into per-role, per-rank role checkpoints.
+
+Output layout (appears atomically):
+    OUT/manifest.json, OUT/build_config.yaml, OUT/tokenizer/...
+    OUT/attention/rank{i}/{config.json, *.safetensors}   (replicas share files via hard links)
+    OUT/ffn/rank{j}/{config.json, *.safetensors}
+Peak memory is a few copies of the largest single block read (one source tensor, or one rank's
+rows of it), never the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.checkpoint.layout import text_specs
+from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
+from step3_trt.checkpoint.writer import PlannedTensor, StreamingShardWriter, atomic_directory
+from step3_trt.convert.plan import Piece, RankPlan, plan_conversion
+from step3_trt.manifest import FORMAT_VERSION, ROLE_CHECKPOINT, TOKENIZER_FILES, write_json
+
+SHARD_BYTES = 4 * 1024**3
+
+
+def weight_dtype(build: BuildConfig, reader: CheckpointReader) -> str:
+    if build.quantization != "none":
+        raise BuildConfigError("`quantization: fp8` needs an FP8 checkpoint from "
+                               "`step3-trt quantize`; FP8 conversion is not available yet")
+    return reader.config.torch_dtype if build.dtypes.weights == "auto" else build.dtypes.weights
+
+
+def read_piece(reader: CheckpointReader, piece: Piece) -> torch.Tensor:
+    """Read only the dim-0 rows the piece needs, then cut the other dimensions."""
+    (r0, r1), rest = piece.index[0], piece.index[1:]
+    block = reader.get_rows(piece.source, r0, r1)
+    for dim, (start, stop) in enumerate(rest, start=1):
+        block = block.narrow(dim, start, stop - start)
+    return block
+
+
+def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
+            overwrite: bool = False, progress: bool = True) -> Path:
+    reader = CheckpointReader(checkpoint).validate()
+    cfg = reader.config
+    dtype = weight_dtype(build, reader)
+    torch_dtype = getattr(torch, dtype)
+    plans = plan_conversion(cfg, build)
+    # Attention ranks are identical replicas: write the first, hard-link the others' shards.
+    written = [p for p in plans if p.role == "ffn" or p.rank == 0]
+    wanted: dict[str, list[tuple[RankPlan, Piece]]] = defaultdict(list)
+    for plan in written:
+        for piece in plan.pieces:
+            wanted[piece.source].append((plan, piece))
+    total = sum(piece.numel for plan in written for piece in plan.pieces) * torch_dtype.itemsize
+
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        writers = {}
+        for plan in written:
+            (tmp / plan.name).mkdir(parents=True)
+            layout = [PlannedTensor(p.target, p.shape, dtype) for p in plan.pieces]
+            writers[plan.name] = StreamingShardWriter(tmp / plan.name, layout, SHARD_BYTES)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
+        for spec in text_specs(cfg):
+            for plan, piece in wanted[spec.name]:
+                block = read_piece(reader, piece).to(torch_dtype)
+                writers[plan.name].write(piece.target, block)
+                bar.update(block.numel() * block.element_size())
+                del block
+        bar.close()
+        files = {name: w.close() for name, w in writers.items()}
+        source = {"path": str(Path(checkpoint).resolve()), "digest": checkpoint_digest(reader)}
+        for plan in plans:
+            rank_dir = tmp / plan.name
+            if plan not in written:
+                rank_dir.mkdir(parents=True)
+                for f in files["attention/rank0"]:
+                    _link_or_copy(tmp / "attention/rank0" / f, rank_dir / f)
+            write_json(rank_dir / "config.json", {
+                "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION,
+                "role": plan.role, "rank": plan.rank, "dtype": dtype,
+                "architecture": cfg.to_text_dict(), "mapping": plan.mapping,
+                "quantization": {"method": build.quantization}, "source": source,
+                "build_config": {"name": build.name, "digest": build.digest()}})
+        (tmp / "tokenizer").mkdir()
+        for name in TOKENIZER_FILES:
+            if (reader.root / name).is_file():
+                shutil.copy2(reader.root / name, tmp / "tokenizer" / name)
+        (tmp / "build_config.yaml").write_text(yaml.safe_dump(build.to_dict(), sort_keys=False))
+        write_json(tmp / "manifest.json", {
+            "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION, "source": source,
+            "build_config": {"name": build.name, "digest": build.digest()}, "dtype": dtype,
+            "ranks": [p.name for p in plans]})
+    return Path(out)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,77 @@
+"""Per-rank memory plan: weight bytes from the conversion plan, KV-cache capacity from the rest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.config import Step3Config
+from step3_trt.convert.plan import plan_conversion
+from step3_trt.inspect import kv_bytes_per_token
+
+GB = 1024**3
+ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1}
+
+
+def resolve(dtype: str, fallback: str) -> str:
+    return fallback if dtype == "auto" else dtype
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    rank: str
+    weight_bytes: int
+    reserve_bytes: int
+    kv_bytes_per_token: int  # 0 for FFN ranks
+    kv_capacity_tokens: int  # tokens the KV cache gets (0 for FFN ranks)
+    budget_bytes: int
+
+
+def memory_plan(cfg: Step3Config, build: BuildConfig) -> list[RankMemory]:
+    """One entry per rank; raises BuildConfigError naming the rank if the plan does not fit."""
+    weights = resolve(build.dtypes.weights, cfg.torch_dtype)
+    kv = resolve(build.dtypes.kv_cache, resolve(build.dtypes.activations, cfg.torch_dtype))
+    budget = int(build.memory.per_rank_gb * GB)
+    reserve = int(build.memory.reserve_gb * GB)
+    max_seq = build.runtime.max_seq_len or cfg.max_position_embedding
+    out = []
+    for plan in plan_conversion(cfg, build):
+        w = sum(p.numel for p in plan.pieces) * ELEMENT_BYTES[weights]
+        free = budget - w - reserve
+        if free < 0:
+            raise BuildConfigError(
+                f"{plan.name}: weights ({w / GB:.2f} GiB) + reserve ({reserve / GB:.2f} GiB) "
+                f"exceed `memory.per_rank_gb` ({build.memory.per_rank_gb} GiB)")
+        per_token, capacity = 0, 0
+        if plan.role == "attention":
+            per_token = kv_bytes_per_token(cfg, ELEMENT_BYTES[kv])
+            capacity = free // per_token
+            if build.kv_cache.max_tokens is not None:
+                if build.kv_cache.max_tokens > capacity:
+                    raise BuildConfigError(
+                        f"{plan.name}: `kv_cache.max_tokens` = {build.kv_cache.max_tokens} needs "
+                        f"{build.kv_cache.max_tokens * per_token / GB:.2f} GiB, only "
+                        f"{free / GB:.2f} GiB is left after weights and reserve")
+                capacity = build.kv_cache.max_tokens
+            capacity -= capacity % build.kv_cache.block_size
+            if capacity < max_seq:
+                raise BuildConfigError(
+                    f"{plan.name}: the KV cache holds {capacity} tokens, fewer than one sequence "
+                    f"of `runtime.max_seq_len` = {max_seq}")
+        out.append(RankMemory(plan.name, w, reserve, per_token, capacity, budget))
+    return out
+
+
+def format_memory_plan(plan: list[RankMemory], build: BuildConfig) -> str:
+    lines = [f"Memory plan for build config `{build.name}` "
+             f"({build.memory.per_rank_gb} GiB per rank):",
+             f"  {'rank':<18}{'weights':>12}{'reserve':>10}{'KV cache':>12}{'KV tokens':>12}"]
+    for r in plan:
+        kv = r.kv_capacity_tokens * r.kv_bytes_per_token
+        lines.append(f"  {r.rank:<18}{r.weight_bytes / GB:>10.2f}Gi{r.reserve_bytes / GB:>8.2f}Gi"
+                     f"{kv / GB:>10.2f}Gi{r.kv_capacity_tokens:>12,}")
+    return "\n".join(lines)
+
+
+def memory_plan_dicts(plan: list[RankMemory]) -> list[dict]:
+    return [asdict(r) for r in plan]

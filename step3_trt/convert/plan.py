@@ -1,0 +1,119 @@
+"""Which slice of which checkpoint tensor each AFD rank gets.
+
+Attention ranks (data-parallel replicas) hold the embedding, every layer's norms, attention
+weights and router, the final norm and lm_head. FFN ranks hold the FFN side: rank j =
+(ep_rank, tp_rank) = divmod(j, tp) owns routed experts [ep_rank * E/ep, (ep_rank+1) * E/ep),
+each sliced along its intermediate dimension by tp_rank; the shared expert and the dense MLPs are
+sliced along their intermediate dimension across all FFN ranks. Every FFN rank's partial output
+therefore sums, over ranks, to the exact FFN output (SwiGLU is elementwise in the intermediate
+dimension, and the down projection is a sum over it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.checkpoint.layout import TensorSpec, text_specs
+from step3_trt.config import Step3Config
+
+ATTENTION_COMPONENTS = {"embedding", "attention", "norm", "router", "lm_head"}
+FFN_COMPONENTS = {"dense_mlp", "experts", "shared_expert"}
+
+
+def split(n: int, parts: int, index: int) -> tuple[int, int]:
+    """Bounds of part `index` when n items are cut into `parts` near-equal contiguous parts."""
+    return n * index // parts, n * (index + 1) // parts
+
+
+@dataclass(frozen=True)
+class Piece:
+    """`target` = source[index]: one block of a checkpoint tensor placed on a rank."""
+    source: str
+    target: str
+    index: tuple[tuple[int, int], ...]  # (start, stop) per dimension of the source
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(stop - start for start, stop in self.index)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class RankPlan:
+    role: str  # "attention" or "ffn"
+    rank: int
+    mapping: dict
+    pieces: list[Piece] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}/rank{self.rank}"
+
+
+def full(spec: TensorSpec) -> tuple[tuple[int, int], ...]:
+    return tuple((0, n) for n in spec.shape)
+
+
+def ffn_mapping(cfg: Step3Config, build: BuildConfig, rank: int) -> dict:
+    ep, tp = build.mapping.ffn.ep, build.mapping.ffn.tp
+    ep_rank, tp_rank = divmod(rank, tp)
+    per_ep = cfg.moe_num_experts // ep
+    return {"ffn_ranks": ep * tp, "ep": ep, "tp": tp, "ep_rank": ep_rank, "tp_rank": tp_rank,
+            "expert_offset": ep_rank * per_ep, "num_local_experts": per_ep,
+            "expert_intermediate": split(cfg.moe_intermediate_size, tp, tp_rank),
+            "shared_expert": split(cfg.share_expert_dim, ep * tp, rank),
+            "dense_mlp": split(cfg.intermediate_size, ep * tp, rank)}
+
+
+def check_mapping(cfg: Step3Config, build: BuildConfig) -> None:
+    ep, tp = build.mapping.ffn.ep, build.mapping.ffn.tp
+    if cfg.moe_layers and cfg.moe_num_experts % ep:
+        raise BuildConfigError(f"`mapping.ffn.ep` = {ep} does not divide the model's "
+                               f"{cfg.moe_num_experts} experts")
+    if cfg.moe_layers and tp > cfg.moe_intermediate_size:
+        raise BuildConfigError(f"`mapping.ffn.tp` = {tp} exceeds the expert width "
+                               f"{cfg.moe_intermediate_size}")
+    widths = {"share_expert_dim": cfg.share_expert_dim, "intermediate_size": cfg.intermediate_size}
+    for name, width in widths.items():
+        if ep * tp > width:
+            raise BuildConfigError(f"{ep * tp} FFN ranks cannot split `{name}` = {width}")
+
+
+def ffn_piece(spec: TensorSpec, m: dict) -> Piece:
+    """The block of an FFN tensor that the rank with mapping `m` owns."""
+    parts = spec.name.split(".")
+    proj = parts[-2]  # gate_proj / up_proj / down_proj
+    if spec.component == "experts":
+        e0 = m["expert_offset"]
+        i = m["expert_intermediate"]
+        E, a, b = spec.shape
+        index = ((e0, e0 + m["num_local_experts"]), i, (0, b)) if proj != "down_proj" else \
+            ((e0, e0 + m["num_local_experts"]), (0, a), i)
+    else:
+        bounds = m["shared_expert"] if spec.component == "shared_expert" else m["dense_mlp"]
+        rows, cols = spec.shape
+        index = (bounds, (0, cols)) if proj != "down_proj" else ((0, rows), bounds)
+    return Piece(spec.name, spec.name, index)
+
+
+def plan_conversion(cfg: Step3Config, build: BuildConfig) -> list[RankPlan]:
+    check_mapping(cfg, build)
+    specs = text_specs(cfg)
+    n_att = build.mapping.attention.ranks
+    plans = []
+    for r in range(n_att):
+        plan = RankPlan("attention", r, {"attention_ranks": n_att, "dp_rank": r})
+        plan.pieces = [Piece(s.name, s.name, full(s)) for s in specs
+                       if s.component in ATTENTION_COMPONENTS]
+        plans.append(plan)
+    for r in range(build.mapping.ffn.ranks):
+        m = ffn_mapping(cfg, build, r)
+        plan = RankPlan("ffn", r, m)
+        plan.pieces = [ffn_piece(s, m) for s in specs if s.component in FFN_COMPONENTS]
+        plans.append(plan)
+    return plans
