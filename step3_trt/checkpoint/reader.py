@@ -24,8 +24,8 @@ SINGLE_FILE = "model.safetensors"
 FLOAT_CODES = ("F32", "BF16", "F16")
 
 
-class CheckpointReader:
-    """A Step-3 checkpoint directory. `validate()` checks it against its config.
+class TensorStore:
+    """The tensors of a safetensors directory (shards + index, or one file), read lazily.
 
     Tensors are read with plain positioned reads into freshly allocated tensors (no mmap), so the
     memory a caller holds is exactly the tensors it keeps.
@@ -35,8 +35,6 @@ class CheckpointReader:
         self.root = Path(root)
         if not self.root.is_dir():
             raise CheckpointError(f"checkpoint directory {self.root} does not exist")
-        self.config = Step3Config.from_file(self.root)
-        self.raw_config: dict[str, Any] = json.loads((self.root / "config.json").read_text())
         self.entries: dict[str, TensorEntry] = self._read_entries()
 
     # ---- discovery -----------------------------------------------------------------------
@@ -78,30 +76,6 @@ class CheckpointReader:
                                       f"{INDEX_FILE}")
         return entries
 
-    # ---- validation ----------------------------------------------------------------------
-    @property
-    def text_names(self) -> list[str]:
-        return [n for n in self.entries if not is_vision_tensor(n)]
-
-    @property
-    def vision_names(self) -> list[str]:
-        return [n for n in self.entries if is_vision_tensor(n)]
-
-    def validate(self) -> "CheckpointReader":
-        """Check every text tensor against the config; vision tensors are skipped."""
-        expected = {s.name: s for s in text_specs(self.config)}
-        missing = [n for n in expected if n not in self.entries]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise CheckpointError(f"{self.root}: missing tensor `{missing[0]}`{more}")
-        for name in self.text_names:
-            if name not in expected:
-                raise CheckpointError(f"{self.entries[name].file}: unexpected tensor `{name}` "
-                                      f"(not part of the Step-3 text model for this config)")
-        for name, spec in expected.items():  # model order: the first mismatch is reported
-            _check_entry(self.entries[name], spec)
-        return self
-
     # ---- loading -------------------------------------------------------------------------
     def get(self, name: str) -> torch.Tensor:
         """Load one tensor (and only that tensor) from its shard."""
@@ -134,6 +108,43 @@ class CheckpointReader:
             return self.entries[name]
         except KeyError:
             raise CheckpointError(f"{self.root}: no tensor `{name}`") from None
+
+
+class CheckpointReader(TensorStore):
+    """A Step-3 checkpoint directory: its config plus its tensors. `validate()` checks every text
+    tensor against the config; vision tensors are recognised and skipped."""
+
+    def __init__(self, root: str | Path):
+        root = Path(root)
+        if not root.is_dir():
+            raise CheckpointError(f"checkpoint directory {root} does not exist")
+        self.config = Step3Config.from_file(root)
+        self.raw_config: dict[str, Any] = json.loads((root / "config.json").read_text())
+        super().__init__(root)
+
+    # ---- validation ----------------------------------------------------------------------
+    @property
+    def text_names(self) -> list[str]:
+        return [n for n in self.entries if not is_vision_tensor(n)]
+
+    @property
+    def vision_names(self) -> list[str]:
+        return [n for n in self.entries if is_vision_tensor(n)]
+
+    def validate(self) -> "CheckpointReader":
+        """Check every text tensor against the config; vision tensors are skipped."""
+        expected = {s.name: s for s in text_specs(self.config)}
+        missing = [n for n in expected if n not in self.entries]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CheckpointError(f"{self.root}: missing tensor `{missing[0]}`{more}")
+        for name in self.text_names:
+            if name not in expected:
+                raise CheckpointError(f"{self.entries[name].file}: unexpected tensor `{name}` "
+                                      f"(not part of the Step-3 text model for this config)")
+        for name, spec in expected.items():  # model order: the first mismatch is reported
+            _check_entry(self.entries[name], spec)
+        return self
 
     def iter_text(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Stream every text tensor in model order, one at a time."""

@@ -1,0 +1,111 @@
+"""Role graphs: what each engine computes for one layer (or the head pieces), with every weight a
+graph input so one compiled graph serves every layer. Built from plain torch ops plus the
+`step3::*` plugin ops, which the compiler keeps as opaque nodes.
+
+Tokens are flattened across sequences: T tokens, S sequences, H hidden, Q share_q_dim,
+N query heads, D head_dim, K top-k, E local experts, I local expert width, B KV blocks,
+P block size, M max blocks per sequence, V vocab.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import plugins  # noqa: F401  (registers the step3::* ops)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE in float32; x [..., D], cos/sin broadcastable."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+def swiglu(x, w_gate, w_up, w_down):
+    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+
+
+class Embed(nn.Module):
+    def forward(self, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, table)  # [T] -> [T, H]
+
+
+class Attention(nn.Module):
+    """input_layernorm -> MFA (append K/V to the paged cache, attend) -> o_proj -> residual ->
+    post_attention_layernorm. Returns h (the residual stream) and y (the FFN input)."""
+
+    def __init__(self, num_heads: int, head_dim: int, eps: float, decode: bool):
+        super().__init__()
+        self.num_heads, self.head_dim, self.eps, self.decode = num_heads, head_dim, eps, decode
+
+    def forward(self, x, positions, rope_cos, rope_sin, k_cache, v_cache, slot_mapping,
+                block_tables, seq_lens, cu_seqlens_q,
+                w_input_norm, w_q, w_inter_norm, w_wq, w_k, w_v, w_o, w_post_norm):
+        # x [T, H]; positions, slot_mapping [T]; rope_* [max_pos, D]; *_cache [B, P, D];
+        # block_tables [S, M]; seq_lens [S] (cached + new); cu_seqlens_q [S + 1]
+        T = x.shape[0]
+        a = rms_norm(x, w_input_norm, self.eps)
+        q = F.linear(rms_norm(F.linear(a, w_q), w_inter_norm, self.eps), w_wq)
+        q = q.view(T, self.num_heads, self.head_dim)
+        cos, sin = rope_cos[positions], rope_sin[positions]  # [T, D] float32
+        q = rope(q, cos[:, None], sin[:, None])
+        k = rope(F.linear(a, w_k), cos, sin)
+        v = F.linear(a, w_v)
+        torch.ops.step3.kv_append(k_cache, v_cache, k, v, slot_mapping)
+        scale = self.head_dim ** -0.5
+        if self.decode:  # one new token per sequence
+            o = torch.ops.step3.mfa_decode(q, k_cache, v_cache, block_tables, seq_lens, scale)
+        else:
+            o = torch.ops.step3.mfa_prefill(q, k_cache, v_cache, block_tables, seq_lens,
+                                            cu_seqlens_q, scale)
+        h = x + F.linear(o.reshape(T, -1), w_o)
+        return h, rms_norm(h, w_post_norm, self.eps)
+
+
+class Router(nn.Module):
+    """Softmax (float32) over all experts, top-k; renormalised only if the model says so."""
+
+    def __init__(self, top_k: int, renormalize: bool):
+        super().__init__()
+        self.top_k, self.renormalize = top_k, renormalize
+
+    def forward(self, y: torch.Tensor, w_gate: torch.Tensor):
+        probs = F.linear(y, w_gate).float().softmax(dim=-1)
+        weights, ids = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights.to(y.dtype), ids.to(torch.int32)  # [T, K], [T, K]
+
+
+class MoeFfn(nn.Module):
+    """This FFN rank's partial of a MoE layer: its routed experts plus its shared-expert slice.
+    Expert ids are global; `expert_offset` ([] int) maps them to this rank's local experts."""
+
+    def forward(self, y, topk_weights, topk_ids, expert_offset,
+                w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down):
+        local = topk_ids - expert_offset  # ids outside [0, E) belong to other ranks
+        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down, 0)
+        return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down)  # [T, H]
+
+
+class DenseFfn(nn.Module):
+    """This FFN rank's partial of a dense layer: its slice of the SwiGLU MLP."""
+
+    def forward(self, y, w_gate, w_up, w_down):
+        return swiglu(y, w_gate, w_up, w_down)
+
+
+class Head(nn.Module):
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, w_norm: torch.Tensor, w_lm_head: torch.Tensor):
+        return F.linear(rms_norm(x, w_norm, self.eps), w_lm_head).float()  # [S, V]
