@@ -41,6 +41,14 @@ def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
         raise
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link (same bytes, no extra disk) where the filesystem allows, else copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 @dataclass(frozen=True)
 class PlannedTensor:
     name: str

@@ -10,7 +10,6 @@ rows of it), never the checkpoint.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +21,8 @@ from tqdm import tqdm
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.layout import text_specs
 from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
-from step3_trt.checkpoint.writer import PlannedTensor, StreamingShardWriter, atomic_directory
+from step3_trt.checkpoint.writer import (PlannedTensor, StreamingShardWriter, atomic_directory,
+                                         link_or_copy)
 from step3_trt.convert.plan import Piece, RankPlan, plan_conversion
 from step3_trt.manifest import FORMAT_VERSION, ROLE_CHECKPOINT, TOKENIZER_FILES, write_json
 
@@ -81,7 +81,7 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
             if plan not in written:
                 rank_dir.mkdir(parents=True)
                 for f in files["attention/rank0"]:
-                    _link_or_copy(tmp / "attention/rank0" / f, rank_dir / f)
+                    link_or_copy(tmp / "attention/rank0" / f, rank_dir / f)
             write_json(rank_dir / "config.json", {
                 "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION,
                 "role": plan.role, "rank": plan.rank, "dtype": dtype,
@@ -98,10 +98,3 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
             "build_config": {"name": build.name, "digest": build.digest()}, "dtype": dtype,
             "ranks": [p.name for p in plans]})
     return Path(out)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)

@@ -1,0 +1,141 @@
+"""`step3-trt build`: role checkpoints -> per-role, per-rank engines.
+
+    ENGINE_DIR/manifest.json, ENGINE_DIR/tokenizer/
+    ENGINE_DIR/<role>/rank<i>/engine.json, weights (safetensors), graphs/<graph>.pt2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+import plugins
+from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.checkpoint.reader import TensorStore
+from step3_trt.checkpoint.writer import atomic_directory, link_or_copy, write_tensors
+from step3_trt.config import Step3Config
+from step3_trt.convert.memory_plan import resolve
+from step3_trt.engine.export import compile_graph, default_cache_dir
+from step3_trt.engine.signatures import ROPE_COS, ROPE_SIN, SIGNATURES, weight_names
+from step3_trt.manifest import (ENGINES, FORMAT_VERSION, ROLE_CHECKPOINT, ArtifactError,
+                                read_manifest, write_json)
+from step3_trt.model.reference import rope_cos_sin
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def graphs_for(role: str, cfg: Step3Config, device: str) -> list[str]:
+    """Which graphs a rank needs. A CPU engine decodes through the prefill graph (a chunk of one
+    token per sequence); a GPU engine also gets the split-KV decode kernel's graph."""
+    if role == "attention":
+        names = ["embed", "attn_prefill"] + (["attn_decode"] if device == "cuda" else [])
+        return names + (["router"] if cfg.moe_layers else []) + ["head"]
+    return (["ffn_moe"] if cfg.moe_layers else []) + (["ffn_dense"] if cfg.dense_layers else [])
+
+
+def example_layer(sig_name: str, cfg: Step3Config) -> int | None:
+    sig = SIGNATURES[sig_name]
+    if not sig.per_layer:
+        return None
+    if sig.layer_kind == "moe":
+        return cfg.moe_layers[0]
+    if sig.layer_kind == "dense":
+        return cfg.dense_layers[0]
+    return 0
+
+
+def inputs_digest(role_manifest: dict, build: BuildConfig) -> str:
+    blob = json.dumps({"source": role_manifest["source"], "roles": role_manifest["build_config"],
+                       "build": build.digest(), "plugins": plugins.OP_VERSIONS,
+                       "torch": torch.__version__, "format": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
+                  cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, bool]:
+    """Build every rank's engine. Returns (out, reused): reused is True when `out` already holds
+    engines built from the same inputs, which are then left as they are."""
+    role_dir, out = Path(role_dir), Path(out)
+    manifest = read_manifest(role_dir, ROLE_CHECKPOINT)
+    if manifest["build_config"]["digest"] != build.digest():
+        raise ArtifactError(
+            f"{role_dir} was converted with build config `{manifest['build_config']['name']}` "
+            f"({manifest['build_config']['digest']}), not `{build.name}` ({build.digest()}); "
+            f"run `step3-trt convert` with this config first")
+    if build.backend != "inductor":
+        raise BuildConfigError(f"`backend: {build.backend}` is not available yet; use inductor")
+    if build.device == "cuda" and not torch.cuda.is_available():
+        raise BuildConfigError("`device: cuda` but no CUDA GPU is visible")
+    digest = inputs_digest(manifest, build)
+    if (out / "manifest.json").is_file():
+        try:
+            if read_manifest(out, ENGINES).get("inputs_digest") == digest:
+                return out, True
+        except ArtifactError:
+            pass
+    cache_dir = cache_dir or default_cache_dir()
+    with atomic_directory(out, overwrite=True) as tmp:
+        shutil.copytree(role_dir / "tokenizer", tmp / "tokenizer")
+        ranks = manifest["ranks"]
+        bar = tqdm(ranks, desc="build", unit="rank", disable=not progress)
+        for rank_name in bar:
+            bar.set_postfix_str(rank_name)
+            _build_rank(role_dir / rank_name, build, tmp / rank_name, cache_dir, bar)
+        write_json(tmp / "manifest.json", {
+            "format": ENGINES, "format_version": FORMAT_VERSION, "inputs_digest": digest,
+            "build_config": {"name": build.name, "digest": build.digest()},
+            "source": manifest["source"], "ranks": ranks, "backend": build.backend,
+            "device": build.device})
+        (tmp / "build_config.yaml").write_text(yaml.safe_dump(build.to_dict(), sort_keys=False))
+    return out, False
+
+
+def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, bar) -> None:
+    role_cfg = json.loads((rank_dir / "config.json").read_text())
+    if role_cfg.get("format") != ROLE_CHECKPOINT:
+        raise ArtifactError(f"{rank_dir}/config.json is not a role checkpoint config")
+    arch = role_cfg["architecture"]
+    cfg = Step3Config.from_dict(arch)
+    role = role_cfg["role"]
+    store = TensorStore(rank_dir)
+    act = DTYPES[resolve(build.dtypes.activations, role_cfg["dtype"])]
+    kv = DTYPES[resolve(build.dtypes.kv_cache, resolve(build.dtypes.activations,
+                                                         role_cfg["dtype"]))]
+    (out / "graphs").mkdir(parents=True)
+    for f in sorted(p.name for p in rank_dir.glob("*.safetensors*")):
+        link_or_copy(rank_dir / f, out / f)
+    extra = {}
+    if role == "attention":
+        cos, sin = rope_cos_sin(torch.arange(cfg.max_position_embedding), cfg.head_dim,
+                                cfg.rope_theta)
+        extra = {ROPE_COS: cos, ROPE_SIN: sin}
+    graph_entries = {}
+    for name in graphs_for(role, cfg, build.device):
+        sig = SIGNATURES[name]
+        layer = example_layer(name, cfg)
+        weights = [(extra[w] if w in extra else store.get(w)).to(build.device)
+                   for w in weight_names(sig, layer)]
+        hit = compile_graph(sig, arch, weights, act, kv, build.kv_cache.block_size, build.device,
+                            plugins.OP_VERSIONS, out / "graphs" / f"{name}.pt2", cache_dir)
+        bar.write(f"  {out.parent.name}/{out.name}: {name} {'(cached)' if hit else 'compiled'}")
+        graph_entries[name] = {"file": f"graphs/{name}.pt2", **sig.to_dict()}
+    if extra:
+        (out / "extra").mkdir()
+        write_tensors(out / "extra", list(extra.items()))
+    write_json(out / "engine.json", {
+        "format": ENGINES, "format_version": FORMAT_VERSION, "role": role,
+        "rank": role_cfg["rank"], "mapping": role_cfg["mapping"], "architecture": arch,
+        "dtypes": {"weights": role_cfg["dtype"], "activations": str(act).removeprefix("torch."),
+                   "kv_cache": str(kv).removeprefix("torch.")},
+        "quantization": role_cfg["quantization"], "plugin_ops": plugins.OP_VERSIONS,
+        "graphs": graph_entries, "weight_dirs": [".", "extra"] if extra else ["."],
+        "build_config": {"name": build.name, "digest": build.digest()},
+        "kv_cache": {"block_size": build.kv_cache.block_size},
+        "backend": build.backend, "device": build.device, "torch": torch.__version__})
+

@@ -1,0 +1,163 @@
+"""Continuous-batching scheduler: chunked prefill under a token budget, decode, and preemption by
+recompute when KV blocks run out. Pure Python (no tensors): unit-testable on any machine.
+
+A request's tokens are its prompt followed by its outputs; `num_computed` of them have K/V in the
+cache. Each step computes a chunk of the rest for some requests; a request whose chunk reaches
+its last token gets a next token sampled from that position's logits.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+
+from step3_trt.runtime.block_manager import BlockManager
+from step3_trt.sampling import SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Request:
+    request_id: int
+    prompt: list[int]
+    params: SamplingParams
+    output: list[int] = field(default_factory=list)
+    status: Status = Status.WAITING
+    num_computed: int = 0
+    finish_reason: str | None = None  # "stop" or "length"
+    preemptions: int = 0
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.output
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt) + len(self.output)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    request: Request
+    start: int  # first position computed this step
+    tokens: list[int]  # token ids at positions start .. start + len - 1
+    slots: list[int]  # their KV slots
+    samples: bool  # True if this chunk ends at the request's last token
+
+
+@dataclass
+class SchedulerConfig:
+    max_batch: int = 16  # sequences per step
+    max_tokens_per_step: int = 256  # tokens per step (prefill chunks + decodes)
+
+
+class Scheduler:
+    def __init__(self, blocks: BlockManager, config: SchedulerConfig, max_seq_len: int,
+                 eos_token_id: int | None = None):
+        self.blocks, self.config = blocks, config
+        self.max_seq_len, self.eos_token_id = max_seq_len, eos_token_id
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # in admission order (oldest first)
+
+    def add(self, request: Request) -> None:
+        need = len(request.prompt) + request.params.max_new_tokens
+        if not request.prompt:
+            raise ValueError(f"request {request.request_id}: empty prompt")
+        if need > self.max_seq_len:
+            raise ValueError(f"request {request.request_id}: prompt ({len(request.prompt)}) + "
+                             f"max_tokens ({request.params.max_new_tokens}) exceeds the "
+                             f"maximum sequence length {self.max_seq_len}")
+        if -(-need // self.blocks.block_size) > self.blocks.num_blocks:
+            raise ValueError(f"request {request.request_id} can never fit in the KV cache "
+                             f"({self.blocks.num_blocks} blocks of {self.blocks.block_size})")
+        self.waiting.append(request)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> list[Chunk]:
+        budget = self.config.max_tokens_per_step
+        chunks: list[Chunk] = []
+        # Running requests first, oldest first; preempt the newest when blocks run out.
+        for req in list(self.running):
+            if req not in self.running or budget == 0:  # preempted by an older request, or full
+                continue
+            n = min(req.num_tokens - req.num_computed, budget)
+            while not self.blocks.can_append(req.request_id, n) and self._preempt_newest(req):
+                pass
+            if not self.blocks.can_append(req.request_id, n):
+                self._preempt(req)
+                continue
+            chunks.append(self._chunk(req, n))
+            budget -= n
+        # Then admit waiting requests while sequences, tokens and blocks allow.
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
+            req = self.waiting[0]
+            n = min(req.num_tokens - req.num_computed, budget)
+            if not self.blocks.can_append(req.request_id, n):
+                break
+            self.waiting.popleft()
+            req.status = Status.RUNNING
+            self.running.append(req)
+            chunks.append(self._chunk(req, n))
+            budget -= n
+        return chunks
+
+    def _chunk(self, req: Request, n: int) -> Chunk:
+        start = req.num_computed
+        slots = self.blocks.append(req.request_id, n)
+        return Chunk(req, start, req.tokens[start:start + n], slots, start + n == req.num_tokens)
+
+    def _preempt_newest(self, req: Request) -> bool:
+        """Preempt the newest running request admitted after `req` (those are not scheduled yet
+        this step); False if there is none."""
+        if self.running[-1] is req:
+            return False
+        self._preempt(self.running[-1])
+        return True
+
+    def _preempt(self, req: Request) -> None:
+        """Free its blocks; it recomputes prompt + outputs so far when readmitted (first)."""
+        self.blocks.free(req.request_id)
+        self.running.remove(req)
+        req.status, req.num_computed = Status.WAITING, 0
+        req.preemptions += 1
+        self.waiting.appendleft(req)
+
+    def finish_step(self, chunks: list[Chunk], sampled: dict[int, int]) -> list[Request]:
+        """Record a step's results (`sampled`: request id -> token, for chunks that sample).
+        Returns the requests that finished."""
+        done = []
+        for chunk in chunks:
+            req = chunk.request
+            if req.status is not Status.RUNNING:
+                continue
+            req.num_computed = chunk.start + len(chunk.tokens)
+            if not chunk.samples:
+                continue
+            token = sampled[req.request_id]
+            req.output.append(token)
+            if token == self.eos_token_id or token in req.params.stop_token_ids:
+                req.finish_reason = "stop"
+            elif len(req.output) >= req.params.max_new_tokens:
+                req.finish_reason = "length"
+            if req.finish_reason:
+                self.finish(req)
+                done.append(req)
+        return done
+
+    def finish(self, req: Request, reason: str | None = None) -> None:
+        """Retire a request (finished, cancelled or failed) and free its blocks."""
+        req.finish_reason = req.finish_reason or reason
+        req.status = Status.FINISHED
+        self.blocks.free(req.request_id)
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
