@@ -11,11 +11,19 @@ from step3_trt.presets import DEFAULT_CHECKPOINT
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("generate", help="generate text from a checkpoint",
-                       description="Generate text with the reference model of a checkpoint. "
+    p = sub.add_parser("generate", help="generate text from a checkpoint or engines",
+                       description="Generate text with the reference model of a checkpoint, or "
+                                   "with compiled engines (attention and FFN engines run layer by "
+                                   "layer in this process, paged KV cache, continuous batching). "
                                    "Several --prompt / --prompt-ids flags form one batch.")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help=f"checkpoint directory (default: the bundled model, {DEFAULT_CHECKPOINT})")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, default=None,
+                       help=f"run the reference model of a checkpoint (default: the bundled "
+                            f"model, {DEFAULT_CHECKPOINT})")
+    model.add_argument("--engines", type=Path, default=None,
+                       help="run compiled engines from `step3-trt build` in this process")
+    p.add_argument("--device", default=None,
+                   help="with --engines: device to run on (default: the build config's)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
     src.add_argument("--prompt-ids", action="append", type=_parse_ids,
@@ -57,22 +65,18 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from step3_trt.checkpoint.reader import CheckpointReader
-    from step3_trt.model.generate import generate
-    from step3_trt.model.load import load_reference_model
     from step3_trt.tokenizer import Step3Tokenizer
 
     params = sampling_params(args)
-    reader = CheckpointReader(args.checkpoint)
+    source = args.engines / "tokenizer" if args.engines else (args.checkpoint or DEFAULT_CHECKPOINT)
     tokenizer = None
-    if (args.checkpoint / "tokenizer.json").is_file():
-        tokenizer = Step3Tokenizer.from_dir(args.checkpoint)
+    if (source / "tokenizer.json").is_file():
+        tokenizer = Step3Tokenizer.from_dir(source)
     elif args.prompt:
-        raise FileNotFoundError(f"{args.checkpoint} has no tokenizer.json; use --prompt-ids")
+        raise FileNotFoundError(f"{source} has no tokenizer.json; use --prompt-ids")
     prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
-    model = load_reference_model(reader, dtype=args.dtype)
-    eos = reader.config.eos_token_id
-    outputs = generate(model, prompts, params, eos_token_id=eos)
+    outputs = _run_engines(args, prompts, params) if args.engines else \
+        _run_reference(args, prompts, params)
     for text_in, prompt, out in zip(args.prompt or [None] * len(prompts), prompts, outputs):
         text = tokenizer.decode(out) if tokenizer else ""
         if args.json:
@@ -80,3 +84,22 @@ def run(args) -> int:
         else:
             print((text_in or "") + text)
     return 0
+
+
+def _run_reference(args, prompts, params):
+    from step3_trt.checkpoint.reader import CheckpointReader
+    from step3_trt.model.generate import generate
+    from step3_trt.model.load import load_reference_model
+
+    reader = CheckpointReader(args.checkpoint or DEFAULT_CHECKPOINT)
+    model = load_reference_model(reader, dtype=args.dtype)
+    return generate(model, prompts, params, eos_token_id=reader.config.eos_token_id)
+
+
+def _run_engines(args, prompts, params):
+    from step3_trt.runtime.local import LocalRunner
+
+    if args.dtype != "auto":
+        raise ValueError("--dtype applies to --checkpoint; engines run in their built dtypes")
+    runner = LocalRunner(args.engines, device=args.device)
+    return runner.generate(prompts, params, eos_token_id=runner.config.eos_token_id)

@@ -45,8 +45,8 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.eps, self.decode = num_heads, head_dim, eps, decode
 
-    def forward(self, x, positions, rope_cos, rope_sin, k_cache, v_cache, slot_mapping,
-                block_tables, seq_lens, cu_seqlens_q,
+    def forward(self, x, positions, k_cache, v_cache, slot_mapping, block_tables, seq_lens,
+                cu_seqlens_q, rope_cos, rope_sin,
                 w_input_norm, w_q, w_inter_norm, w_wq, w_k, w_v, w_o, w_post_norm):
         # x [T, H]; positions, slot_mapping [T]; rope_* [max_pos, D]; *_cache [B, P, D];
         # block_tables [S, M]; seq_lens [S] (cached + new); cu_seqlens_q [S + 1]
@@ -58,13 +58,14 @@ class Attention(nn.Module):
         q = rope(q, cos[:, None], sin[:, None])
         k = rope(F.linear(a, w_k), cos, sin)
         v = F.linear(a, w_v)
-        torch.ops.step3.kv_append(k_cache, v_cache, k, v, slot_mapping)
+        torch.ops.step3.kv_append(k, v, k_cache, v_cache, slot_mapping)
         scale = self.head_dim ** -0.5
         if self.decode:  # one new token per sequence
-            o = torch.ops.step3.mfa_decode(q, k_cache, v_cache, block_tables, seq_lens, scale)
+            o = torch.ops.step3.mfa_decode(q, k_cache, v_cache, block_tables, seq_lens,
+                                           sm_scale=scale)
         else:
             o = torch.ops.step3.mfa_prefill(q, k_cache, v_cache, block_tables, seq_lens,
-                                            cu_seqlens_q, scale)
+                                            cu_seqlens_q, sm_scale=scale)
         h = x + F.linear(o.reshape(T, -1), w_o)
         return h, rms_norm(h, w_post_norm, self.eps)
 

@@ -1,0 +1,56 @@
+"""The tensors one engine step needs, built from the scheduler's chunks (tokens flattened)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from step3_trt.runtime.scheduler import Chunk
+
+
+@dataclass
+class StepBatch:
+    ids: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64
+    slot_mapping: torch.Tensor  # [T] int64
+    block_tables: torch.Tensor  # [S, M] int32 (padded with block 0)
+    seq_lens: torch.Tensor  # [S] int32: cached + new tokens
+    cu_seqlens_q: torch.Tensor  # [S + 1] int32
+    last_index: torch.Tensor  # [S] int64: each sequence's last new token in the flat layout
+    is_decode: bool  # every sequence has exactly one new token
+
+    @property
+    def num_tokens(self) -> int:
+        return self.ids.shape[0]
+
+    def attention_inputs(self, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor):
+        """Runtime inputs of the attention graphs, in signature order."""
+        return (x, self.positions, k_cache, v_cache, self.slot_mapping, self.block_tables,
+                self.seq_lens, self.cu_seqlens_q)
+
+
+def make_batch(chunks: list[Chunk], block_tables: list[list[int]],
+               device: torch.device | str) -> StepBatch:
+    ids, positions, slots, lens, cu = [], [], [], [], [0]
+    for c in chunks:
+        n = len(c.tokens)
+        ids += c.tokens
+        positions += range(c.start, c.start + n)
+        slots += c.slots
+        lens.append(c.start + n)
+        cu.append(cu[-1] + n)
+    width = max(len(t) for t in block_tables)
+    tables = torch.zeros(len(chunks), width, dtype=torch.int32)
+    for i, t in enumerate(block_tables):
+        tables[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+
+    def as_tensor(values, dtype):
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    return StepBatch(
+        ids=as_tensor(ids, torch.int64), positions=as_tensor(positions, torch.int64),
+        slot_mapping=as_tensor(slots, torch.int64), block_tables=tables.to(device),
+        seq_lens=as_tensor(lens, torch.int32), cu_seqlens_q=as_tensor(cu, torch.int32),
+        last_index=as_tensor(cu[1:], torch.int64) - 1,
+        is_decode=all(len(c.tokens) == 1 for c in chunks))

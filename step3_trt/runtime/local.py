@@ -1,0 +1,82 @@
+"""In-process engine runner (no MPI): the attention engine and every FFN engine in one process,
+layer by layer, with a paged KV cache and the continuous-batching scheduler.
+
+Attention ranks are data-parallel replicas, so one of them serves the whole batch here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from step3_trt.build_config import BuildConfig
+from step3_trt.config import Step3Config
+from step3_trt.convert.memory_plan import memory_plan
+from step3_trt.manifest import ENGINES, read_manifest
+from step3_trt.runtime.batch import StepBatch, make_batch
+from step3_trt.runtime.block_manager import BlockManager
+from step3_trt.runtime.engine import RankEngine
+from step3_trt.runtime.executors import AttentionExecutor, FfnExecutor
+from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
+from step3_trt.sampling import SamplingParams, sample
+
+
+def kv_blocks(cfg: Step3Config, build: BuildConfig) -> int:
+    """Blocks of the attention ranks' KV cache, from the build config's memory plan."""
+    capacity = next(r for r in memory_plan(cfg, build) if r.rank.startswith("attention"))
+    return capacity.kv_capacity_tokens // build.kv_cache.block_size
+
+
+class LocalRunner:
+    def __init__(self, engine_dir: str | Path, device: str | None = None):
+        self.dir = Path(engine_dir)
+        manifest = read_manifest(self.dir, ENGINES)
+        self.build = BuildConfig.from_file(self.dir / "build_config.yaml")
+        device = device or self.build.device
+        digest = self.build.digest()
+        attention = RankEngine(self.dir / "attention" / "rank0", device, digest)
+        self.config = Step3Config.from_dict(attention.arch)
+        self.num_blocks = kv_blocks(self.config, self.build)
+        self.attention = AttentionExecutor(attention, self.num_blocks)
+        self.ffn = [FfnExecutor(RankEngine(self.dir / name, device, digest))
+                    for name in manifest["ranks"] if name.startswith("ffn/")]
+        self.device = attention.device
+
+    @torch.no_grad()
+    def forward(self, batch: StepBatch) -> torch.Tensor:
+        """One engine step: logits [S, V] at each sequence's last new token."""
+        x = self.attention.embed(batch)
+        for layer in range(self.config.num_hidden_layers):
+            h, y, route = self.attention.attention(layer, x, batch)
+            x = self.attention.combine(h, [f.partial(layer, y, route) for f in self.ffn])
+        return self.attention.logits(x, batch)
+
+    def step(self, scheduler: Scheduler, chunks: list[Chunk]) -> torch.Tensor:
+        tables = [scheduler.blocks.block_table(c.request.request_id) for c in chunks]
+        return self.forward(make_batch(chunks, tables, self.device))
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 eos_token_id: int | None = None) -> list[list[int]]:
+        per_seq = params if isinstance(params, list) else [params] * len(prompts)
+        vocab = self.config.vocab_size
+        if any(not 0 <= t < vocab for p in prompts for t in p):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        scheduler = Scheduler(
+            BlockManager(self.num_blocks, self.build.kv_cache.block_size),
+            SchedulerConfig(self.build.runtime.max_batch, self.build.runtime.max_tokens_per_step),
+            self.build.runtime.max_seq_len or self.config.max_position_embedding, eos_token_id)
+        requests = [Request(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, per_seq))]
+        generators = {r.request_id: r.params.generator() for r in requests}
+        for r in requests:
+            scheduler.add(r)
+        while scheduler.has_work():
+            chunks = scheduler.schedule()
+            if not chunks:
+                raise RuntimeError("the scheduler could not place any request (KV cache too small)")
+            logits = self.step(scheduler, chunks)
+            sampled = {c.request.request_id: sample(logits[i], c.request.params,
+                                                    generators[c.request.request_id])
+                       for i, c in enumerate(chunks) if c.samples}
+            scheduler.finish_step(chunks, sampled)
+        return [r.output for r in requests]
