@@ -1,0 +1,24 @@
+"""step3-trt kernel library: MFA attention, MoE experts and FP8 GEMM as `torch.library` custom ops.
+
+Importing this package registers the ops under the `step3` namespace (``torch.ops.step3.*``).
+Each op has a plain-torch reference (the CPU path), a Triton kernel (CUDA tensors; `triton` is
+imported lazily) and a fake impl, so `torch.export` / AOTInductor see one opaque node per op.
+See plugins/README.md for the table of ops. This package never imports `step3_trt`.
+"""
+
+from plugins.fp8 import fp8_linear, fp8_quantize
+from plugins.mfa import kv_append, mfa_decode, mfa_prefill
+from plugins.moe import moe_experts
+
+# op name -> version; bump when an op's inputs, attributes or numerics change (engines record it)
+OP_VERSIONS = {
+    "mfa_decode": 1,
+    "mfa_prefill": 1,
+    "kv_append": 1,
+    "moe_experts": 1,
+    "fp8_quantize": 1,
+    "fp8_linear": 1,
+}
+
+__all__ = ["OP_VERSIONS", "fp8_linear", "fp8_quantize", "kv_append", "mfa_decode", "mfa_prefill",
+           "moe_experts"]

@@ -1,0 +1,176 @@
+"""MFA attention over a paged KV cache: `step3::mfa_decode`, `step3::mfa_prefill`, `step3::kv_append`.
+
+Step-3's multi-matrix factorization attention has H query heads (64) and ONE shared K/V head of
+width D (256). The cache is a pool of fixed-size blocks, one pool for K and one for V:
+
+    k_cache, v_cache   [num_blocks, block_size, D]   bf16 / fp16 / fp32, or float8_e4m3fn
+    block_tables       [S, max_blocks] int32          physical block of each logical block
+    seq_lens           [S] int32                      tokens cached per sequence (incl. new ones)
+    k_scale, v_scale   None | [1] | [num_blocks] f32  dequantization scale (per tensor / block)
+
+Cache token j of sequence s lives at ``cache[block_tables[s, j // block_size], j % block_size]``
+and stands for ``cache[...] * scale``. A query at position p sees cache tokens 0..p:
+
+    out[r, h] = sum_j softmax_j(sm_scale * q[r, h] . K[j]) V[j]      (float32 scores and softmax)
+
+with ``sm_scale = D ** -0.5`` by default. Rows that see no token get zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from plugins._common import FP8, FP8_MAX, cdiv, check, use_triton
+
+
+def _dequant_blocks(cache: torch.Tensor, blocks: torch.Tensor, scale: Optional[torch.Tensor]):
+    x = cache[blocks].float()  # [nb, block_size, D]
+    if scale is not None:
+        s = scale.float().reshape(-1)
+        x = x * (s.reshape(1, 1, 1) if s.numel() == 1 else s[blocks][:, None, None])
+    return x.reshape(-1, cache.shape[-1])
+
+
+def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale, v_scale,
+                        sm_scale: float) -> torch.Tensor:
+    """Reference: sequence s owns query rows cu[s]:cu[s+1], the last n_s of its seq_lens[s] tokens."""
+    out = torch.zeros_like(q)
+    BS = k_cache.shape[1]
+    cu, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
+    for s, L in enumerate(lens):
+        a, b = cu[s], cu[s + 1]
+        if b <= a or L <= 0:
+            continue
+        blocks = block_tables[s, :cdiv(L, BS)].long()
+        K = _dequant_blocks(k_cache, blocks, k_scale)[:L]
+        V = _dequant_blocks(v_cache, blocks, v_scale)[:L]
+        pos = torch.arange(L - (b - a), L, device=q.device)  # positions of the new tokens
+        scores = torch.einsum("thd,ld->thl", q[a:b].float(), K) * sm_scale
+        visible = torch.arange(L, device=q.device)[None, :] <= pos[:, None]  # [n, L]
+        scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
+        p = scores.softmax(-1).nan_to_num(0.0)  # a row with no visible key -> zeros
+        out[a:b] = torch.einsum("thl,ld->thd", p, V).to(q.dtype)
+    return out
+
+
+def _check_attn(q, k_cache, v_cache, block_tables, seq_lens):
+    check(q.dim() == 3, f"MFA attention: q must be [tokens, heads, head_dim], got {tuple(q.shape)}")
+    check(k_cache.dim() == 3 and k_cache.shape == v_cache.shape and k_cache.shape[2] == q.shape[2],
+          "MFA attention: k_cache/v_cache must be [num_blocks, block_size, head_dim] like q's head_dim")
+    check(block_tables.dim() == 2 and seq_lens.dim() == 1 and seq_lens.shape[0] == block_tables.shape[0],
+          "MFA attention: block_tables [seqs, max_blocks] and seq_lens [seqs] expected")
+
+
+def _triton_ok(q, k_cache, v_cache) -> bool:
+    D = q.shape[-1]
+    return (use_triton(q, k_cache, v_cache) and q.dtype in (torch.bfloat16, torch.float16)
+            and D >= 16 and D & (D - 1) == 0 and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1)
+
+
+def _i32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.int32).contiguous()
+
+
+@torch.library.custom_op("step3::mfa_decode", mutates_args=())
+def mfa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+               block_tables: torch.Tensor, seq_lens: torch.Tensor,
+               k_scale: Optional[torch.Tensor] = None, v_scale: Optional[torch.Tensor] = None,
+               sm_scale: Optional[float] = None) -> torch.Tensor:
+    """Decode attention: one query token per sequence, ``q [S, H, D] -> out [S, H, D]`` (q.dtype).
+
+    Row s attends to all ``seq_lens[s]`` cached tokens of sequence s (its own new token was
+    appended with `kv_append` first). CUDA: split-KV Triton kernel, heads as the tile M dimension
+    (each K/V tile loaded once for all heads); CPU: `paged_attention_ref`.
+    """
+    _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
+    check(q.shape[0] == seq_lens.shape[0], "mfa_decode: one query token per sequence")
+    scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    if _triton_ok(q, k_cache, v_cache):
+        from plugins.triton_kernels.mfa import paged_attention
+        return paged_attention(q.contiguous(), k_cache, v_cache, _i32(block_tables), scale, k_scale,
+                               v_scale, seq_lens=_i32(seq_lens))
+    cu = torch.arange(q.shape[0] + 1, device=q.device)
+    return paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu, k_scale, v_scale, scale)
+
+
+@mfa_decode.register_fake
+def _(q, k_cache, v_cache, block_tables, seq_lens, k_scale=None, v_scale=None, sm_scale=None):
+    _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
+    return torch.empty_like(q)
+
+
+@torch.library.custom_op("step3::mfa_prefill", mutates_args=())
+def mfa_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                block_tables: torch.Tensor, seq_lens: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                k_scale: Optional[torch.Tensor] = None, v_scale: Optional[torch.Tensor] = None,
+                sm_scale: Optional[float] = None) -> torch.Tensor:
+    """Causal chunked-prefill attention, varlen: ``q [T, H, D] -> out [T, H, D]`` (q.dtype).
+
+    cu_seqlens_q [S+1] int32: sequence s owns rows cu[s]:cu[s+1], its n_s newest tokens, already
+    appended to the cache (seq_lens[s] counts them), so row cu[s]+i sits at position
+    p = seq_lens[s] - n_s + i and sees cache tokens 0..p. Rows past cu[S] get zeros.
+    CUDA: the decode kernel with one row per token and a per-row causal length; CPU: reference.
+    """
+    _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
+    check(cu_seqlens_q.shape == (seq_lens.shape[0] + 1,), "mfa_prefill: cu_seqlens_q must be [seqs + 1]")
+    scale = q.shape[-1] ** -0.5 if sm_scale is None else sm_scale
+    if _triton_ok(q, k_cache, v_cache):
+        from plugins.triton_kernels.mfa import paged_attention
+        cu = _i32(cu_seqlens_q)
+        tok = torch.arange(q.shape[0], device=q.device, dtype=torch.int32)
+        seq = torch.searchsorted(cu[1:].contiguous(), tok, right=True).clamp_max(seq_lens.shape[0] - 1)
+        pos = seq_lens.to(torch.int32)[seq] - (cu[seq + 1] - cu[seq]) + (tok - cu[seq])
+        row_len = torch.where(tok < cu[-1], pos + 1, 0).clamp_min(0)
+        return paged_attention(q.contiguous(), k_cache, v_cache, _i32(block_tables), scale, k_scale,
+                               v_scale, row_seq=_i32(seq), row_len=_i32(row_len))
+    return paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale,
+                               v_scale, scale)
+
+
+@mfa_prefill.register_fake
+def _(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale=None, v_scale=None,
+      sm_scale=None):
+    _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
+    return torch.empty_like(q)
+
+
+def kv_append_ref(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale) -> None:
+    """cache[slot // bs, slot % bs] = x / scale (clamped to +-448 for FP8); negative slots skipped."""
+    BS = k_cache.shape[1]
+    valid = slot_mapping >= 0
+    slots = slot_mapping[valid].long()
+    for x, cache, scale in ((k, k_cache, k_scale), (v, v_cache, v_scale)):
+        val = x[valid].float()
+        if scale is not None:
+            s = scale.float().reshape(-1)
+            val = val / (s if s.numel() == 1 else s[slots // BS][:, None])
+        if cache.dtype == FP8:
+            val = val.clamp(-FP8_MAX, FP8_MAX)
+        cache[slots // BS, slots % BS] = val.to(cache.dtype)
+
+
+@torch.library.custom_op("step3::kv_append", mutates_args=("k_cache", "v_cache"))
+def kv_append(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+              slot_mapping: torch.Tensor, k_scale: Optional[torch.Tensor] = None,
+              v_scale: Optional[torch.Tensor] = None) -> None:
+    """Write new keys/values ``k, v [T, D]`` into the paged cache in place (quantizing for FP8).
+
+    slot_mapping [T] (int32/int64): ``block * block_size + offset``; negative = padding, skipped.
+    Scales as in the module docstring (fixed, e.g. calibrated: the cache stores ``x / scale``).
+    CUDA: one Triton program per token; CPU: `kv_append_ref`.
+    """
+    check(k.dim() == 2 and k.shape == v.shape and k.shape[1] == k_cache.shape[2],
+          "kv_append: k, v must be [tokens, head_dim] matching the cache")
+    if use_triton(k, k_cache) and k.stride(-1) == 1 and v.stride(-1) == 1 \
+            and k_cache.stride(-1) == 1 and k.shape[1] & (k.shape[1] - 1) == 0:
+        from plugins.triton_kernels.mfa import kv_append as kv_append_gpu
+        kv_append_gpu(k, v, k_cache, v_cache, slot_mapping.contiguous(), k_scale, v_scale)
+        return
+    kv_append_ref(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+
+
+@kv_append.register_fake
+def _(k, v, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None):
+    return None

@@ -1,0 +1,1 @@
+"""Triton GPU kernels. Imported lazily by the op modules, only for CUDA tensors."""

@@ -1,0 +1,235 @@
+"""Triton kernels of the MFA ops: split-KV paged attention (decode and prefill) and kv_append.
+
+All query heads of a token read the one shared K/V head, so a program takes the token's heads as
+the M dimension of its tile products: each K/V tile is loaded once and serves every head
+(``S = Q_heads @ K_tile^T``, ``O += P @ V_tile``). The KV range of a row is cut into splits
+(flash-decoding) so few long sequences still fill the GPU; a second kernel merges the splits by
+their log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from plugins._common import cdiv, next_pow2, sm_count
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
+                       qk_scale, H, tokens_per_split,
+                       stride_qr, stride_qh, stride_kb, stride_kt, stride_vb, stride_vt, stride_bt,
+                       stride_or, stride_os, stride_oh, stride_lr, stride_ls,
+                       BS: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+                       DECODE: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
+                       ONE_SPLIT: tl.constexpr):
+    """Program (row r, split sp): heads of query row r against cache tokens
+    [sp*tokens_per_split, min((sp+1)*tokens_per_split, kv_len)) of its sequence.
+
+    DECODE: row r is sequence r and kv_len = seq_lens[r]; else seq = seq_ptr[r], kv_len = len_ptr[r]
+    (causal prefill: position + 1). K_SCALE / V_SCALE: 0 none, 1 per tensor, 2 per cache block.
+    ONE_SPLIT: write the normalized output; else the split's normalized output and its
+    log2-sum-exp for the merge kernel.
+    """
+    r = tl.program_id(0)
+    sp = tl.program_id(1)
+    if DECODE:
+        seq = r
+        kv_len = tl.load(len_ptr + r)
+    else:
+        seq = tl.load(seq_ptr + r)
+        kv_len = tl.load(len_ptr + r)
+    start = sp * tokens_per_split
+    end = tl.minimum(start + tokens_per_split, kv_len)
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, D)
+    h_ok = offs_h < H
+    q = tl.load(q_ptr + r.to(tl.int64) * stride_qr + offs_h[:, None] * stride_qh + offs_d[None, :],
+                mask=h_ok[:, None], other=0.0)
+    if K_SCALE == 1:
+        k_scalar = tl.load(ks_ptr)
+    if V_SCALE == 1:
+        v_scalar = tl.load(vs_ptr)
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
+    bt_row = bt_ptr + seq.to(tl.int64) * stride_bt
+    for t0 in range(start, end, BLOCK_N):
+        t = t0 + tl.arange(0, BLOCK_N)
+        t_ok = t < end
+        blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
+        slot = t % BS
+        k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
+                    mask=t_ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k.to(q.dtype)))  # [BLOCK_H, BLOCK_N] float32
+        if K_SCALE == 1:
+            s = s * (k_scalar * qk_scale)
+        elif K_SCALE == 2:
+            s = s * (tl.load(ks_ptr + blk, mask=t_ok, other=0.0) * qk_scale)[None, :]
+        else:
+            s = s * qk_scale
+        s = tl.where(t_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
+                    mask=t_ok[:, None], other=0.0)
+        if V_SCALE == 1:
+            p = p * v_scalar
+        elif V_SCALE == 2:
+            p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        m_i = m_new
+    has = l_i > 0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    o_ptrs = o_ptr + r.to(tl.int64) * stride_or + sp * stride_os + offs_h[:, None] * stride_oh \
+        + offs_d[None, :]
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
+    if not ONE_SPLIT:
+        lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+        tl.store(lse_ptr + r.to(tl.int64) * stride_lr + sp * stride_ls + offs_h, lse, mask=h_ok)
+
+
+@triton.jit
+def _merge_kernel(po_ptr, lse_ptr, o_ptr, S, stride_pr, stride_ps, stride_ph, stride_lr, stride_ls,
+                  stride_or, stride_oh, D: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Program (row, head): out = sum_s w_s o_s with w_s = 2^(lse_s - max) / sum 2^(lse - max)."""
+    r = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    offs_d = tl.arange(0, D)
+    m = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        ss = s0 + tl.arange(0, BLOCK_S)
+        m = tl.maximum(m, tl.load(lse_ptr + r * stride_lr + ss * stride_ls + h, mask=ss < S,
+                                  other=float("-inf")))
+    m_all = tl.max(m, 0)
+    m_all = tl.where(m_all == float("-inf"), 0.0, m_all)
+    acc = tl.zeros([D], dtype=tl.float32)
+    den = tl.zeros([BLOCK_S], dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        ss = s0 + tl.arange(0, BLOCK_S)
+        w = tl.exp2(tl.load(lse_ptr + r * stride_lr + ss * stride_ls + h, mask=ss < S,
+                            other=float("-inf")) - m_all)
+        po = tl.load(po_ptr + r * stride_pr + ss[:, None] * stride_ps + h * stride_ph + offs_d[None, :],
+                     mask=(ss < S)[:, None], other=0.0).to(tl.float32)
+        acc += tl.sum(po * w[:, None], 0)
+        den += w
+    d = tl.sum(den, 0)
+    out = acc / tl.where(d > 0, d, 1.0)
+    tl.store(o_ptr + r * stride_or + h * stride_oh + offs_d, out.to(o_ptr.dtype.element_ty))
+
+
+def pick_splits(rows: int, max_ctx: int, block_n: int, sms: int, min_tokens: int = 512) -> int:
+    """Tokens per split: about one wave of (row, split) programs, each split >= min_tokens."""
+    tiles = max(1, cdiv(max_ctx, block_n))
+    want = max(1, sms // max(rows, 1))
+    splits = max(1, min(want, tiles // max(1, cdiv(min_tokens, block_n))))
+    return cdiv(tiles, splits) * block_n
+
+
+_CONFIGS = {False: [(64, 8, 2), (32, 4, 3), (32, 4, 2)], True: [(64, 8, 3), (64, 8, 2), (32, 4, 2)]}
+_chosen: dict = {}
+
+
+def _scale_mode(scale, num_blocks):
+    if scale is None:
+        return 0, None
+    scale = scale.float().contiguous()
+    return (1 if scale.numel() == 1 else 2), scale
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scale, *, seq_lens=None,
+                    row_seq=None, row_len=None, tokens_per_split=None):
+    """q [R, H, D] -> out [R, H, D]. Decode: seq_lens [R]. Prefill: row_seq, row_len [R]."""
+    R, H, D = q.shape
+    NB, BS, _ = k_cache.shape
+    out = torch.empty_like(q)
+    if R == 0:
+        return out
+    decode = row_seq is None
+    lens = seq_lens if decode else row_len
+    kmode, ks = _scale_mode(k_scale, NB)
+    vmode, vs = _scale_mode(v_scale, NB)
+    fp8 = k_cache.element_size() == 1
+    block_h = max(16, next_pow2(H))
+    max_ctx = block_tables.shape[1] * BS
+    key = (fp8, block_h, D, BS)
+    configs = [_chosen[key]] if key in _chosen else _CONFIGS[fp8]
+    for i, (block_n, warps, stages) in enumerate(configs):
+        tps = tokens_per_split or pick_splits(R, max_ctx, block_n, sm_count(q.device.index or 0))
+        tps = cdiv(tps, block_n) * block_n
+        splits = cdiv(max_ctx, tps)
+        one = splits == 1
+        if one:
+            po, lse = out, out  # lse unused
+            so_r, so_s, so_h, sl_r, sl_s = out.stride(0), 0, out.stride(1), 0, 0
+        else:
+            po = torch.empty((R, splits, H, D), dtype=q.dtype, device=q.device)
+            lse = torch.empty((R, splits, H), dtype=torch.float32, device=q.device)
+            so_r, so_s, so_h, sl_r, sl_s = po.stride(0), po.stride(1), po.stride(2), lse.stride(0), \
+                lse.stride(1)
+        try:
+            _attn_split_kernel[(R, splits)](
+                q, k_cache, v_cache, block_tables, row_seq if not decode else lens, lens,
+                ks if ks is not None else lens, vs if vs is not None else lens, po, lse,
+                sm_scale * LOG2E, H, tps, q.stride(0), q.stride(1), k_cache.stride(0),
+                k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), block_tables.stride(0),
+                so_r, so_s, so_h, sl_r, sl_s, BS=BS, D=D, BLOCK_H=block_h, BLOCK_N=block_n,
+                DECODE=decode, K_SCALE=kmode, V_SCALE=vmode, ONE_SPLIT=one,
+                num_warps=warps, num_stages=stages)
+        except triton.runtime.errors.OutOfResources:
+            if i == len(configs) - 1:
+                raise
+            continue
+        _chosen[key] = (block_n, warps, stages)
+        break
+    if not one:
+        _merge_kernel[(R, H)](po, lse, out, splits, po.stride(0), po.stride(1), po.stride(2),
+                              lse.stride(0), lse.stride(1), out.stride(0), out.stride(1), D=D,
+                              BLOCK_S=min(16, next_pow2(splits)), num_warps=4)
+    return out
+
+
+@triton.jit
+def _kv_append_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, ks_ptr, vs_ptr, stride_k, stride_v,
+                      stride_kb, stride_kt, stride_vb, stride_vt,
+                      BS: tl.constexpr, D: tl.constexpr, SCALE: tl.constexpr, QUANT: tl.constexpr):
+    """Program t writes k[t], v[t] into cache slot slot[t] (skipped when negative)."""
+    t = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_ptr + t).to(tl.int64)
+    if slot >= 0:
+        blk = slot // BS
+        off = slot % BS
+        d = tl.arange(0, D)
+        k = tl.load(k_ptr + t * stride_k + d).to(tl.float32)
+        v = tl.load(v_ptr + t * stride_v + d).to(tl.float32)
+        if SCALE == 1:
+            k = tl.math.div_rn(k, tl.load(ks_ptr))
+            v = tl.math.div_rn(v, tl.load(vs_ptr))
+        elif SCALE == 2:
+            k = tl.math.div_rn(k, tl.load(ks_ptr + blk))
+            v = tl.math.div_rn(v, tl.load(vs_ptr + blk))
+        if QUANT:
+            k = tl.minimum(tl.maximum(k, -448.0), 448.0)
+            v = tl.minimum(tl.maximum(v, -448.0), 448.0)
+        tl.store(kc_ptr + blk * stride_kb + off * stride_kt + d, k.to(kc_ptr.dtype.element_ty))
+        tl.store(vc_ptr + blk * stride_vb + off * stride_vt + d, v.to(vc_ptr.dtype.element_ty))
+
+
+def kv_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale) -> None:
+    T, D = k.shape
+    if T == 0:
+        return
+    NB, BS, _ = k_cache.shape
+    quant = k_cache.element_size() == 1
+    mode, ks = _scale_mode(k_scale, NB)
+    vmode, vs = _scale_mode(v_scale, NB)
+    assert mode == vmode, "kv_append: k_scale and v_scale must have the same layout"
+    _kv_append_kernel[(T,)](k, v, k_cache, v_cache, slot_mapping, ks if ks is not None else k,
+                            vs if vs is not None else v, k.stride(0), v.stride(0), k_cache.stride(0),
+                            k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), BS=BS, D=D,
+                            SCALE=mode, QUANT=quant, num_warps=4 if D >= 256 else 1)

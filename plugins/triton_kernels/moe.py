@@ -1,0 +1,193 @@
+"""Triton kernels of `step3::moe_experts`: token-sorted grouped SwiGLU GEMMs, BF16 or FP8.
+
+1. Routing (torch ops, no host sync): the M*K (token, slot) assignments are sorted by local
+   expert; each expert's run is padded to a multiple of BM rows, so every BM-row block belongs to
+   one expert (`block_expert`; blocks past the last used one exit at once, experts with no tokens
+   own no block). Assignments of experts this rank does not own are dropped.
+2. `_moe_up_kernel`: h = silu(x Wg^T) * (x Wu^T) for a BM x BN tile (gate and up share the
+   gathered x tile), written row-per-assignment; FP8: h quantized per 1x128 group in the epilogue.
+3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, atomically added (float32) into out[token].
+FP8 weights use FP8 `tl.dot` over 128-wide K slices, scaled per slice by the activation group
+scale (and the 128x128 weight block scale), or by a per-channel weight scale in the epilogue.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from plugins._common import FP8, GROUP, cdiv
+
+
+@triton.jit
+def _scaled_dot(acc, a, b, xs, s_ptr, kg, FP8_W: tl.constexpr, W_BLOCK: tl.constexpr):
+    if FP8_W:
+        if W_BLOCK:
+            acc += tl.dot(a, b) * (xs[:, None] * tl.load(s_ptr + kg))
+        else:
+            acc += tl.dot(a, b) * xs[:, None]
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, hs_ptr, sorted_ptr,
+                   bexp_ptr, A, TOPK, E, I, HD, GK, stride_x, stride_xs, stride_we, stride_wn,
+                   stride_se, stride_sn, stride_h, stride_hs,
+                   FP8_W: tl.constexpr, W_BLOCK: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    e = tl.load(bexp_ptr + pid_b)
+    if e < E:
+        rows = pid_b * BM + tl.arange(0, BM)
+        a_id = tl.load(sorted_ptr + rows)
+        row_ok = a_id < A
+        tok = (a_id // TOPK).to(tl.int64)
+        offs_n = pid_n * BN + tl.arange(0, BN)
+        n_ok = offs_n < I
+        offs_k = tl.arange(0, BK)
+        e64 = e.to(tl.int64)
+        x_rows = x_ptr + tok[:, None] * stride_x
+        w_off = e64 * stride_we + offs_n[None, :].to(tl.int64) * stride_wn
+        s_off = e64 * stride_se + ((pid_n * BN) // 128) * stride_sn  # block scale row of this tile
+        acc_g = tl.zeros([BM, BN], dtype=tl.float32)
+        acc_u = tl.zeros([BM, BN], dtype=tl.float32)
+        xs = tl.zeros([BM], dtype=tl.float32)
+        for kg in range(0, tl.cdiv(HD, BK)):
+            k = kg * BK + offs_k
+            a = tl.load(x_rows + k[None, :], mask=row_ok[:, None] & (k[None, :] < HD), other=0.0)
+            w_mask = n_ok[None, :] & (k[:, None] < HD)
+            if FP8_W:
+                xs = tl.load(xs_ptr + tok * stride_xs + kg, mask=row_ok, other=0.0)
+            bg = tl.load(wg_ptr + w_off + k[:, None], mask=w_mask, other=0.0)
+            acc_g = _scaled_dot(acc_g, a, bg, xs, sg_ptr + s_off, kg, FP8_W, W_BLOCK)
+            bu = tl.load(wu_ptr + w_off + k[:, None], mask=w_mask, other=0.0)
+            acc_u = _scaled_dot(acc_u, a, bu, xs, su_ptr + s_off, kg, FP8_W, W_BLOCK)
+        if FP8_W and not W_BLOCK:  # per-channel weight scales [E, I]
+            acc_g = acc_g * tl.load(sg_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
+            acc_u = acc_u * tl.load(su_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
+        h = acc_g * tl.sigmoid(acc_g) * acc_u
+        h_ptrs = h_ptr + rows.to(tl.int64)[:, None] * stride_h + offs_n[None, :]
+        if FP8_W:  # BN == 128: this tile's columns are exactly one quantization group
+            amax = tl.max(tl.abs(h), 1)
+            scale = tl.math.div_rn(tl.maximum(amax, 1e-12), 448.0)
+            hq = tl.minimum(tl.maximum(tl.math.div_rn(h, scale[:, None]), -448.0), 448.0)
+            tl.store(h_ptrs, hq.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
+            tl.store(hs_ptr + rows.to(tl.int64) * stride_hs + pid_n, scale)
+        else:
+            tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
+
+
+@triton.jit
+def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr, bexp_ptr,
+                     A, TOPK, E, I, HD, GI, stride_h, stride_hs, stride_we, stride_wn,
+                     stride_se, stride_sn, stride_o,
+                     FP8_W: tl.constexpr, W_BLOCK: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    pid_b = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    e = tl.load(bexp_ptr + pid_b)
+    if e < E:
+        rows = pid_b * BM + tl.arange(0, BM)
+        a_id = tl.load(sorted_ptr + rows)
+        row_ok = a_id < A
+        offs_n = pid_n * BN + tl.arange(0, BN)
+        n_ok = offs_n < HD
+        offs_k = tl.arange(0, BK)
+        e64 = e.to(tl.int64)
+        h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_h
+        w_off = e64 * stride_we + offs_n[None, :].to(tl.int64) * stride_wn
+        s_off = e64 * stride_se + ((pid_n * BN) // 128) * stride_sn
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        hs = tl.zeros([BM], dtype=tl.float32)
+        for kg in range(0, tl.cdiv(I, BK)):
+            k = kg * BK + offs_k
+            a = tl.load(h_rows + k[None, :], mask=k[None, :] < I, other=0.0)
+            if FP8_W:
+                hs = tl.load(hs_ptr + rows.to(tl.int64) * stride_hs + kg)
+            b = tl.load(wd_ptr + w_off + k[:, None], mask=n_ok[None, :] & (k[:, None] < I), other=0.0)
+            acc = _scaled_dot(acc, a, b, hs, sd_ptr + s_off, kg, FP8_W, W_BLOCK)
+        if FP8_W and not W_BLOCK:
+            acc = acc * tl.load(sd_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
+        tw = tl.load(tw_ptr + a_id, mask=row_ok, other=0.0).to(tl.float32)
+        acc = acc * tw[:, None]
+        tok = (a_id // TOPK).to(tl.int64)
+        tl.atomic_add(out_ptr + tok[:, None] * stride_o + offs_n[None, :], acc,
+                      mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
+
+
+def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
+    """Sorted, BM-padded assignment order -> (sorted_ids [rows], block_expert [blocks]).
+
+    sorted_ids holds assignment indices m*K+k (A = M*K marks padding); block_expert[b] is the
+    local expert of rows b*BM..(b+1)*BM-1, or E for unused blocks.
+    """
+    E, A, dev = num_local, ids.numel(), ids.device
+    local = ids.reshape(-1).long() - offset
+    local = torch.where((local >= 0) & (local < E), local, E)
+    counts = torch.zeros(E + 1, dtype=torch.long, device=dev).scatter_add_(0, local, torch.ones_like(local))
+    blocks = (counts[:E] + BM - 1) // BM
+    pad_start = (torch.cumsum(blocks, 0) - blocks) * BM
+    order = torch.argsort(local, stable=True)
+    e_sorted = local[order]
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(A, device=dev) - start[e_sorted]
+    max_blocks = cdiv(A, BM) + E
+    dest = torch.where(e_sorted < E, pad_start[e_sorted.clamp_max(E - 1)] + rank, max_blocks * BM)
+    sorted_ids = torch.full((max_blocks * BM + 1,), A, dtype=torch.int32, device=dev)
+    sorted_ids.scatter_(0, dest, order.to(torch.int32))
+    block_end = torch.cumsum(blocks, 0)
+    block_expert = torch.searchsorted(block_end, torch.arange(max_blocks, device=dev), right=True)
+    return sorted_ids[:-1], block_expert.to(torch.int32)
+
+
+def _wscale(s, E, out):
+    """Weight scale -> (tensor, is_block): [E] -> per-channel [E, out]; [E, out]; [E, GO, GI]."""
+    s = s.float()
+    if s.dim() == 1:
+        s = s[:, None].expand(E, out)
+    return s.contiguous(), s.dim() == 3
+
+
+def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, BN=None, warps=None, stages=None):
+    M, HD = x.shape
+    E, I, _ = wg.shape
+    K = ids.shape[1]
+    A = M * K
+    fp8 = wg.dtype == FP8
+    BM = BM or (64 if M <= 1024 else 128)
+    sorted_ids, bexp = route(ids, E, offset, BM)
+    nblk = bexp.shape[0]
+    x = x.contiguous()
+    tw = tw.contiguous()
+    if fp8:
+        from plugins.triton_kernels.fp8 import quantize_rows
+        xq, xs = quantize_rows(x, "group")
+        (sg, blk), (su, _), (sd, _) = _wscale(sg, E, I), _wscale(su, E, I), _wscale(sd, E, HD)
+        h = torch.empty((nblk * BM, I), dtype=FP8, device=x.device)
+        hs = torch.empty((nblk * BM, cdiv(I, GROUP)), dtype=torch.float32, device=x.device)
+        BN1, BK = 128, GROUP
+    else:
+        xq, xs, blk = x, x, False
+        sg = su = sd = x
+        h = torch.empty((nblk * BM, I), dtype=x.dtype, device=x.device)
+        hs = h
+        BN1, BK = 128 if BM == 64 else 64, 64
+    warps = warps or 8
+    stages = stages or (4 if BM == 64 else 3)
+    _moe_up_kernel[(nblk, cdiv(I, BN1))](
+        xq, xs, wg, wu, sg, su, h, hs, sorted_ids, bexp, A, K, E, I, HD, cdiv(HD, GROUP),
+        xq.stride(0), xs.stride(0), wg.stride(0), wg.stride(1),
+        sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0), hs.stride(0),
+        FP8_W=fp8, W_BLOCK=blk, BM=BM, BN=BN1, BK=BK, num_warps=warps, num_stages=stages)
+    out = torch.zeros((M, HD), dtype=torch.float32, device=x.device)
+    BN2 = BN or 128
+    _moe_down_kernel[(nblk, cdiv(HD, BN2))](
+        h, hs, wd, sd, tw, out, sorted_ids, bexp, A, K, E, I, HD, cdiv(I, GROUP),
+        h.stride(0), hs.stride(0), wd.stride(0), wd.stride(1),
+        sd.stride(0), sd.stride(1) if sd.dim() > 1 else 0, out.stride(0),
+        FP8_W=fp8, W_BLOCK=blk, BM=BM, BN=BN2, BK=BK, num_warps=warps, num_stages=stages)
+    return out.to(x.dtype)
