@@ -92,7 +92,7 @@ class MoeFfn(nn.Module):
     def forward(self, y, topk_weights, topk_ids, expert_offset,
                 w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down):
         local = topk_ids - expert_offset  # ids outside [0, E) belong to other ranks
-        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down, 0)
+        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down)
         return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down)  # [T, H]
 
 

@@ -64,4 +64,6 @@ class RankEngine:
         sig = self.meta["graphs"][graph]
         weights = [self.weights[w.format(layer=layer)] for w in sig["weights"]]
         out = self.graphs[graph](*runtime_inputs, *weights)
+        if isinstance(out, torch.Tensor):  # a single-output graph returns its tensor bare
+            return out
         return out[0] if len(sig["outputs"]) == 1 else tuple(out)

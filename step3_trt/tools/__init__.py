@@ -1,0 +1,1 @@
+"""Offline tools: the stdlib-docstring corpus, BPE tokenizer training, model training, perplexity."""
