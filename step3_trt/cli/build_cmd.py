@@ -24,9 +24,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import warnings
+
     from step3_trt.build_config import BuildConfig
     from step3_trt.engine.build import build_engines
 
+    warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)  # torch.export internals
     build = BuildConfig.from_file(args.config)
     out, reused = build_engines(args.checkpoint, build, args.out, cache_dir=args.cache_dir,
                                 progress=not args.no_progress)
