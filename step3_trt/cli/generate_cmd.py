@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
                    help="with --engines: device to run on (default: the build config's)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
-    src.add_argument("--prompt-ids", action="append", type=_parse_ids,
+    src.add_argument("--prompt-ids", action="append", type=parse_ids,
                      help="prompt as comma-separated token ids, e.g. 1,2,3 (repeatable)")
     add_sampling_args(p)
     p.add_argument("--dtype", default="auto", choices=["auto", *CHECKPOINT_DTYPES],
@@ -53,7 +53,7 @@ def sampling_params(args):
                           seed=args.seed)
 
 
-def _parse_ids(text: str) -> list[int]:
+def parse_ids(text: str) -> list[int]:
     try:
         ids = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:

@@ -1,0 +1,83 @@
+"""`step3-trt run`: offline generation with an AFD job under the real `mpiexec`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from step3_trt.cli.generate_cmd import add_sampling_args, parse_ids, sampling_params
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="generate with an AFD job (attention + FFN ranks over MPI)",
+                       description="Launch the engines' attention ranks and FFN ranks (plus a "
+                                   "coordinator) with mpiexec. Each layer, attention ranks send "
+                                   "normalized hidden states and routing to the FFN ranks and sum "
+                                   "their partial outputs, several micro-batches in flight. "
+                                   "Prints the same JSON lines as `generate`.")
+    p.add_argument("--engines", type=Path, required=True, help="engine directory from `build`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    src.add_argument("--prompt-ids", action="append", type=parse_ids,
+                     help="prompt as comma-separated token ids (repeatable)")
+    src.add_argument("--prompts-file", type=Path,
+                     help="JSONL, one request per line: {\"prompt\": TEXT | \"prompt_ids\": [...], "
+                          "\"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", "
+                          "\"greedy\", \"arrival_s\"} (per-request sampling and arrival time)")
+    add_sampling_args(p)
+    p.add_argument("--micro-batches", type=int, default=None,
+                   help="decode micro-batches in flight (default: the build config's)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds any rank waits for a peer before failing the job (default: 60)")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="write a Chrome-trace timeline of every rank to this file")
+    p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="keep pid files, logs and per-rank traces here (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="JSON lines (the default output format "
+                                                       "of this command; kept for symmetry)")
+    p.set_defaults(run=run)
+
+
+def read_requests(args, tokenizer):
+    from step3_trt.runtime.afd.coordinator import JobRequest
+    from step3_trt.sampling import SamplingParams
+
+    default = sampling_params(args)
+    if not args.prompts_file:
+        prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
+        return [JobRequest(i, p, default) for i, p in enumerate(prompts)]
+    requests = []
+    for i, line in enumerate(args.prompts_file.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.prompts_file}:{i + 1}: not valid JSON: {e}") from None
+        if ("prompt" in r) == ("prompt_ids" in r):
+            raise ValueError(f"{args.prompts_file}:{i + 1}: give exactly one of prompt, prompt_ids")
+        ids = r["prompt_ids"] if "prompt_ids" in r else tokenizer.encode(r["prompt"])
+        params = SamplingParams(
+            max_new_tokens=r.get("max_tokens", default.max_new_tokens),
+            greedy=r.get("greedy", default.greedy),
+            temperature=r.get("temperature", default.temperature),
+            top_k=r.get("top_k", default.top_k), top_p=r.get("top_p", default.top_p),
+            seed=r.get("seed", default.seed))
+        requests.append(JobRequest(len(requests), ids, params, float(r.get("arrival_s", 0.0))))
+    if not requests:
+        raise ValueError(f"{args.prompts_file} has no requests")
+    return requests
+
+
+def run(args) -> int:
+    from step3_trt.runtime.afd.launch import run_job
+    from step3_trt.tokenizer import Step3Tokenizer
+
+    tok_dir = args.engines / "tokenizer"
+    tokenizer = Step3Tokenizer.from_dir(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
+    if tokenizer is None and (args.prompt or args.prompts_file):
+        raise FileNotFoundError(f"{tok_dir} has no tokenizer.json; use --prompt-ids")
+    requests = read_requests(args, tokenizer)
+    return run_job(args.engines, requests, timeout=args.timeout, micro_batches=args.micro_batches,
+                   device=args.device, trace_file=args.trace, run_dir=args.run_dir)

@@ -1,0 +1,139 @@
+"""An AFD attention rank: requests from the coordinator, its own scheduler and paged KV cache,
+and per layer an exchange with every FFN rank, several micro-batches in flight.
+
+Within a step, for each layer, micro-batch k's attention runs while the FFN ranks work on
+micro-batch k-1 (ping-pong): the send of (y, routing) for k is non-blocking, and the partials
+for k are collected only when k's next layer needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from step3_trt.build_config import BuildConfig
+from step3_trt.config import Step3Config
+from step3_trt.runtime.afd.layout import JobLayout
+from step3_trt.runtime.afd.messages import params_from_dict, result_message
+from step3_trt.runtime.afd.transport import MpiTransport
+from step3_trt.runtime.batch import make_batch
+from step3_trt.runtime.block_manager import BlockManager
+from step3_trt.runtime.engine import RankEngine
+from step3_trt.runtime.executors import AttentionExecutor
+from step3_trt.runtime.local import kv_blocks
+from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
+from step3_trt.runtime.trace import Tracer
+from step3_trt.sampling import sample
+
+
+def split_micro_batches(chunks: list[Chunk], parts: int) -> list[list[Chunk]]:
+    """Contiguous groups of chunks with near-equal token counts (at most `parts`, none empty)."""
+    parts = max(1, min(parts, len(chunks)))
+    total = sum(len(c.tokens) for c in chunks)
+    groups: list[list[Chunk]] = [[]]
+    acc = 0
+    for i, c in enumerate(chunks):
+        left_chunks, left_groups = len(chunks) - i, parts - len(groups)
+        if groups[-1] and (acc >= total * len(groups) / parts or left_chunks <= left_groups):
+            groups.append([])
+        groups[-1].append(c)
+        acc += len(c.tokens)
+    return groups
+
+
+class AttentionWorker:
+    def __init__(self, engine_dir: Path, index: int, layout: JobLayout, transport: MpiTransport,
+                 tracer: Tracer, device: str | None, micro_batches: int | None):
+        build = BuildConfig.from_file(engine_dir / "build_config.yaml")
+        engine = RankEngine(engine_dir / "attention" / f"rank{index}", device or build.device,
+                            build.digest())
+        self.executor = AttentionExecutor(engine, kv_blocks(Step3Config.from_dict(engine.arch),
+                                                            build))
+        cfg = self.executor.config
+        self.scheduler = Scheduler(
+            BlockManager(self.executor.k_cache.shape[1], build.kv_cache.block_size),
+            SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
+            build.runtime.max_seq_len or cfg.max_position_embedding, cfg.eos_token_id)
+        self.micro_batches = micro_batches or build.runtime.micro_batches
+        self.layout, self.transport, self.tracer = layout, transport, tracer
+        self.device = engine.device
+        self.generators: dict[int, torch.Generator | None] = {}
+
+    def run(self) -> None:
+        """Serve requests until the coordinator says shutdown and every request is done. Each
+        step reports to the coordinator (finished requests, and a heartbeat)."""
+        coordinator, stopping = JobLayout.COORDINATOR, False
+        while not stopping or self.scheduler.has_work():
+            idle = not self.scheduler.has_work()
+            # idle: block until the coordinator sends something (its death aborts the job)
+            got = self.transport.recv_json(coordinator, timeout_s=float("inf")) if idle \
+                else self.transport.poll_json(coordinator)
+            rejected = []
+            while got is not None:
+                msg, _ = got
+                if msg["type"] == "shutdown":
+                    stopping = True
+                else:
+                    rejected += self._admit(msg)
+                got = self.transport.poll_json(coordinator)
+            if self.scheduler.has_work():
+                rejected += [result_message(r) for r in self.step()]
+                self._report(rejected)
+            elif rejected:
+                self._report(rejected)
+        for ffn in self.layout.ffn_ranks:
+            self.transport.send_json({"type": "done"}, ffn)
+
+    def _admit(self, msg: dict) -> list[dict]:
+        req = Request(msg["id"], msg["prompt_ids"], params_from_dict(msg["params"]))
+        try:
+            self.scheduler.add(req)
+        except ValueError as e:
+            return [{"id": req.request_id, "error": str(e)}]
+        self.generators[req.request_id] = req.params.generator()
+        return []
+
+    def _report(self, finished: list[dict]) -> None:
+        self.transport.send_json({"type": "step", "finished": finished}, JobLayout.COORDINATOR)
+
+    def step(self) -> list[Request]:
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            raise RuntimeError("the scheduler could not place any request (KV cache too small)")
+        groups = split_micro_batches(chunks, self.micro_batches)
+        blocks = self.scheduler.blocks
+        batches = [make_batch(g, [blocks.block_table(c.request.request_id) for c in g],
+                              self.device) for g in groups]
+        ex, ffn = self.executor, self.layout.ffn_ranks
+        xs = [ex.embed(b) for b in batches]
+        hs: list[torch.Tensor | None] = [None] * len(batches)
+        sends: list[list] = [[] for _ in batches]
+        for layer in range(ex.config.num_hidden_layers):
+            for k, batch in enumerate(batches):
+                if layer > 0:
+                    xs[k] = self._collect(k, hs[k], sends[k], layer - 1)
+                with self.tracer.span(f"attention L{layer}", lane=k, tokens=batch.num_tokens):
+                    hs[k], y, route = ex.attention(layer, xs[k], batch)
+                with self.tracer.span(f"send L{layer}", lane=k):
+                    sends[k] = [self.transport.send_ffn_request(f, layer, k, y, route)
+                                for f in ffn]
+        last = ex.config.num_hidden_layers - 1
+        logits = []
+        for k, batch in enumerate(batches):
+            xs[k] = self._collect(k, hs[k], sends[k], last)
+            with self.tracer.span("head", lane=k):
+                logits.append(ex.logits(xs[k], batch))
+        flat_chunks = [c for g in groups for c in g]
+        all_logits = torch.cat(logits)
+        sampled = {c.request.request_id: sample(all_logits[i], c.request.params,
+                                                self.generators[c.request.request_id])
+                   for i, c in enumerate(flat_chunks) if c.samples}
+        return self.scheduler.finish_step(flat_chunks, sampled)
+
+    def _collect(self, k: int, h: torch.Tensor, sends: list, layer: int) -> torch.Tensor:
+        with self.tracer.span(f"wait L{layer}", lane=k):
+            self.transport.wait_all(sends)
+            partials = [self.transport.recv_partial(f, k, h) for f in self.layout.ffn_ranks]
+        return self.executor.combine(h, partials)
+

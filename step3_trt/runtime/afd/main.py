@@ -1,0 +1,84 @@
+"""Entry point of every rank of an AFD job (started by `mpiexec`, see launch.py).
+
+    python -m step3_trt.runtime.afd.main --engines DIR --requests FILE --run-dir DIR [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from step3_trt.runtime.afd.layout import JobLayout
+from step3_trt.runtime.afd.messages import params_from_dict
+from step3_trt.runtime.afd.transport import MpiTransport
+from step3_trt.runtime.trace import Tracer
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--engines", type=Path, required=True)
+    p.add_argument("--requests", type=Path, required=True, help="JSONL written by the launcher")
+    p.add_argument("--run-dir", type=Path, required=True, help="pid files and traces go here")
+    p.add_argument("--attention", type=int, required=True)
+    p.add_argument("--ffn", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--micro-batches", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--trace", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    layout = JobLayout(args.attention, args.ffn)
+    if comm.Get_size() != layout.world_size:
+        print(f"expected {layout.world_size} MPI ranks, got {comm.Get_size()}", file=sys.stderr)
+        return 2
+    world = comm.Get_rank()
+    role, index = layout.role_of(world)
+    (args.run_dir / f"rank{world}.pid").write_text(f"{os.getpid()} {role} {index}\n")
+    transport = MpiTransport(comm, args.timeout, layout.names())
+    tracer = Tracer(world, layout.name(world), enabled=args.trace)
+    try:
+        run_role(role, index, args, layout, transport, tracer)
+    except Exception:  # noqa: BLE001 - any failure must take the whole job down, loudly
+        sys.stderr.write(f"[{layout.name(world)}] failed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        comm.Abort(3)
+    if args.trace:
+        (args.run_dir / f"trace{world}.json").write_text(json.dumps(tracer.events))
+    return 0
+
+
+def run_role(role, index, args, layout, transport, tracer) -> None:
+    if role == "coordinator":
+        from step3_trt.runtime.afd.coordinator import Coordinator, JobRequest
+        from step3_trt.tokenizer import Step3Tokenizer
+
+        requests = [JobRequest(r["id"], r["prompt_ids"], params_from_dict(r["params"]),
+                               r.get("arrival_s", 0.0))
+                    for r in map(json.loads, args.requests.read_text().splitlines())]
+        tok_dir = args.engines / "tokenizer"
+        tokenizer = Step3Tokenizer.from_dir(tok_dir) if (tok_dir / "tokenizer.json").is_file() \
+            else None
+        Coordinator(requests, layout, transport, tokenizer, args.timeout).run()
+    elif role == "attention":
+        from step3_trt.runtime.afd.attention_worker import AttentionWorker
+
+        AttentionWorker(args.engines, index, layout, transport, tracer, args.device,
+                        args.micro_batches).run()
+    else:
+        from step3_trt.runtime.afd.ffn_worker import FfnWorker
+
+        FfnWorker(args.engines, index, layout, transport, tracer, args.device).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
