@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -23,8 +24,14 @@ def has_triton() -> bool:
 
 
 def use_triton(*tensors: torch.Tensor) -> bool:
-    """Run the Triton kernel when every tensor is on a CUDA device and Triton imports."""
-    return all(t.is_cuda for t in tensors) and has_triton()
+    """Run the Triton kernel when every tensor is on a CUDA device and Triton imports.
+
+    With TRITON_INTERPRET=1 (Triton's CPU interpreter, for debugging kernels without a GPU)
+    CPU tensors take the Triton path too.
+    """
+    if not has_triton():
+        return False
+    return all(t.is_cuda for t in tensors) or os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def cdiv(a: int, b: int) -> int:

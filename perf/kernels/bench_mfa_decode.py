@@ -1,0 +1,102 @@
+"""Benchmark `step3::mfa_decode` (paged, split-KV, heads as the tile M) against SDPA.
+
+Shapes: 64 query heads x 256, one K/V head, block size 16, B in {1,8,32,64,128,256},
+L in {1K,4K,16K,32K,64K}; BF16 and FP8 (per-tensor scale) caches. Bytes counted: K and V of every
+sequence read once (+ q and out). Baseline (PERF.md): `scaled_dot_product_attention` with the 64
+heads folded into the query length over the same BF16 cache viewed contiguously. Both run inside
+CUDA graphs over enough distinct cache copies (>= 512 MB in all) that L2 holds none of it.
+
+    PYTHONPATH=. python perf/kernels/bench_mfa_decode.py --out perf/results/kernels_mfa_decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from common import device_info, graph_bench, measure_ceilings, table, write_json
+
+import plugins  # noqa: F401
+from plugins.triton_kernels.mfa import paged_attention
+
+H, D, BS = 64, 256, 16
+BATCHES = [1, 8, 32, 64, 128, 256]
+LENGTHS = [1024, 4096, 16384, 32768, 65536]
+POOL_MIN = 512 << 20
+
+
+def run_shape(B, L, ceil, sweep=()):
+    kv_bf16 = 2 * B * L * D * 2
+    copies = max(1, -(-POOL_MIN // kv_bf16))
+    nb = B * L // BS
+    gen = torch.Generator(device="cuda").manual_seed(B * 7 + L)
+    pool_k = torch.randn(copies * nb, BS, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    pool_v = torch.randn(copies * nb, BS, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    q = torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16, generator=gen)
+    lens = torch.full((B,), L, device="cuda", dtype=torch.int32)
+    bts = [(torch.arange(nb, device="cuda", dtype=torch.int32) + c * nb).view(B, L // BS) for c in range(copies)]
+    rows = []
+    # correctness first: ours vs SDPA on copy 0
+    k4 = pool_k[:nb].view(B, 1, L, D)
+    v4 = pool_v[:nb].view(B, 1, L, D)
+    sdpa_out = F.scaled_dot_product_attention(q.view(B, 1, H, D), k4, v4).view(B, H, D)
+    ours = torch.ops.step3.mfa_decode(q, pool_k, pool_v, bts[0], lens)
+    err = ((ours.float() - sdpa_out.float()).norm() / sdpa_out.float().norm()).item()
+    t_sdpa = graph_bench([lambda c=c: F.scaled_dot_product_attention(
+        q.view(B, 1, H, D), pool_k[c * nb:(c + 1) * nb].view(B, 1, L, D),
+        pool_v[c * nb:(c + 1) * nb].view(B, 1, L, D)) for c in range(copies)])
+    t_bf16 = graph_bench([lambda c=c: torch.ops.step3.mfa_decode(q, pool_k, pool_v, bts[c], lens)
+                          for c in range(copies)])
+    for tps in sweep:
+        t = graph_bench([lambda c=c: paged_attention(q, pool_k, pool_v, bts[c], D ** -0.5, None, None,
+                                                     seq_lens=lens, tokens_per_split=tps) for c in range(copies)])
+        rows.append({"B": B, "L": L, "kv": "bf16", "tokens_per_split": tps, "ms": t,
+                     "tbs": kv_bf16 / t / 1e9, "frac_read": kv_bf16 / t / 1e9 / ceil["read_tbs"]})
+    scale = (pool_k.abs().amax().float() / 448).reshape(1)
+    pk8 = (pool_k.float() / scale).to(torch.float8_e4m3fn)
+    del pool_k
+    pv8 = (pool_v.float() / scale).to(torch.float8_e4m3fn)
+    del pool_v
+    t_fp8 = graph_bench([lambda c=c: torch.ops.step3.mfa_decode(q, pk8, pv8, bts[c], lens, scale, scale)
+                         for c in range(copies)])
+    for kv, t, nbytes in (("bf16", t_bf16, kv_bf16), ("fp8", t_fp8, kv_bf16 // 2)):
+        tbs = nbytes / t / 1e9
+        rows.append({"B": B, "L": L, "kv": kv, "kv_mb": nbytes / 1e6, "ms": t, "tbs": tbs,
+                     "frac_read": tbs / ceil["read_tbs"], "sdpa_ms": t_sdpa, "vs_sdpa": t_sdpa / t,
+                     "sdpa_tbs": kv_bf16 / t_sdpa / 1e9, "rel_err_vs_sdpa": err if kv == "bf16" else None})
+    del pk8, pv8
+    torch.cuda.empty_cache()
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    info, ceil = device_info(), measure_ceilings()
+    result = {"device": info, "ceilings": ceil, "rows": [], "sweep": []}
+    sweeps = {(1, 65536), (8, 16384), (32, 4096), (64, 1024), (64, 4096)}
+    shapes = [(B, L) for B in BATCHES for L in LENGTHS]
+    if args.quick:
+        shapes = [(1, 65536), (32, 4096), (128, 4096)]
+    for B, L in shapes:
+        sweep = (256, 512, 1024, 2048, 4096) if (B, L) in sweeps else ()
+        rows = run_shape(B, L, ceil, sweep)
+        result["rows"] += [r for r in rows if "tokens_per_split" not in r]
+        result["sweep"] += [r for r in rows if "tokens_per_split" in r]
+        for r in rows:
+            if "tokens_per_split" not in r:
+                print(f"B={B:4d} L={L:6d} {r['kv']}: {r['ms'] * 1e3:8.1f} us {r['tbs']:.2f} TB/s "
+                      f"({100 * r['frac_read']:.0f}% read ceiling)  SDPA {r['sdpa_ms'] * 1e3:8.1f} us "
+                      f"-> x{r['vs_sdpa']:.2f}", flush=True)
+        write_json(args.out, result)
+    print(table(result["rows"], ["B", "L", "kv", "kv_mb", "ms", "tbs", "frac_read", "sdpa_tbs", "vs_sdpa"]))
+    if result["sweep"]:
+        print(table(result["sweep"], ["B", "L", "tokens_per_split", "ms", "tbs", "frac_read"]))
+
+
+if __name__ == "__main__":
+    main()
