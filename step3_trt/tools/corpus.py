@@ -2,36 +2,44 @@
 
 Documents are, in a fixed order:
 1. the docstrings (`inspect.getdoc`) of a fixed, sorted list of standard-library modules and of
-   their public submodules, and within each module of its public classes and functions (those
-   the module defines itself) and of the public methods and properties of those classes;
-2. the Python language-reference help topics in `pydoc_data.topics` (what `help("if")` shows).
+   their submodules, and within each module of the classes and functions it defines itself and
+   of those classes' methods and properties (dunder names are skipped, except `__init__`);
+2. the Python language-reference help topics in `pydoc_data.topics` (what `help("if")` shows);
+3. the docstrings of the pip and setuptools sources in the wheels that `ensurepip` bundles with
+   the standard library, read with `ast` (nothing from them is imported or run).
 
 Documents longer than `MAX_DOC_CHARS` are cut at paragraph boundaries; exact duplicates are
-dropped (the first occurrence is kept), as are documents shorter than `MIN_DOC_CHARS`.
+dropped (the first occurrence is kept), as are documents shorter than `MIN_DOC_CHARS` and the few
+that hold control characters other than newlines.
 
-The split is by document and deterministic: a document's bucket is the SHA-256 of its text
-modulo 1000; buckets [0, 80) are held-out evaluation text, [80, 100) calibration text, the rest
-training text. The three splits therefore never share a document. Within a split the documents
-keep corpus order and are joined by a blank line (`DOC_SEPARATOR`).
+The split is by document and deterministic: a document's bucket is the SHA-256 of its first
+`KEY_CHARS` characters (whitespace collapsed) modulo 1000, so near-copies that open the same way
+(setuptools vendors distutils, for one) land in the same split. Buckets [0, 40) are held-out
+evaluation text, [40, 52) calibration text, the rest training text; the splits never share a
+document. Within a split the documents keep corpus order and are joined by a blank line.
 
-The corpus depends on the Python version (docstrings change between releases); the committed
+The corpus depends on the Python build (docstrings change between releases); the committed
 `data/heldout.txt` and `data/calib.txt` were produced with the version in TRAINING.json.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import inspect
 import pkgutil
 import sys
+import sysconfig
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 # Top-level modules and packages whose documentation forms the corpus (sorted). Modules with side
-# effects on import (`this`, `antigravity`), GUI toolkits, test suites and Windows-only modules are
+# effects on import (`this`, `antigravity`, `idlelib`), test suites and Windows-only modules are
 # left out; modules missing from an interpreter build are skipped.
 MODULES: tuple[str, ...] = tuple(sorted("""
     abc argparse array ast asyncio base64 bdb binascii bisect builtins bz2 cProfile calendar cmath
@@ -47,20 +55,24 @@ MODULES: tuple[str, ...] = tuple(sorted("""
     stringprep struct subprocess symtable sys sysconfig tabnanny tarfile tempfile textwrap threading
     time timeit token tokenize tomllib trace traceback tracemalloc types typing unicodedata
     unittest urllib uuid warnings weakref wsgiref xml xmlrpc zipapp zipfile zipimport zlib zoneinfo
+    distutils lib2to3 tkinter turtle _collections_abc _compat_pickle _markupbase _osx_support
+    _py_abc _pydecimal _pyio _sitebuiltins _strptime _threading_local _weakrefset
 """.split()))
 
 # Submodule name parts that are never descended into.
 SKIP_PARTS = ("test", "tests", "__main__", "windows_events", "windows_utils", "popen_spawn_win32")
 MIN_DOC_CHARS = 40
 MAX_DOC_CHARS = 3000
+KEY_CHARS = 120
 DOC_SEPARATOR = "\n\n"
-HELDOUT_BUCKETS = range(0, 80)
-CALIB_BUCKETS = range(80, 100)
+HELDOUT_BUCKETS = range(0, 40)
+CALIB_BUCKETS = range(40, 52)
 
-DESCRIPTION = ("Docstrings of Python standard-library modules (with public submodules, classes, "
-               "functions, methods) and the pydoc language-reference topics; deduplicated, long "
-               "documents cut at paragraphs; split by SHA-256(document) mod 1000: "
-               "[0,80) held-out, [80,100) calibration, rest train.")
+DESCRIPTION = ("Docstrings of Python standard-library modules (submodules, classes, functions, "
+               "methods), the pydoc language-reference topics, and the docstrings of the pip and "
+               "setuptools wheels bundled by ensurepip; deduplicated, long documents cut at "
+               "paragraphs; split by SHA-256(first 120 chars) mod 1000: [0,40) held-out, "
+               "[40,52) calibration, rest train.")
 
 
 @dataclass(frozen=True)
@@ -107,11 +119,11 @@ def _import(name: str) -> ModuleType | None:
 
 
 def _docstrings(module: ModuleType) -> Iterator[tuple[str, str | None]]:
-    """(qualified name, docstring) of a module and of the public objects it defines."""
+    """(qualified name, docstring) of a module and of the objects it defines."""
     name = module.__name__
     yield name, inspect.getdoc(module)
     for attr, obj in sorted(vars(module).items()):
-        if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+        if attr.startswith("__") or getattr(obj, "__module__", None) != name:
             continue
         if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
             continue
@@ -119,7 +131,8 @@ def _docstrings(module: ModuleType) -> Iterator[tuple[str, str | None]]:
         if inspect.isclass(obj):
             for member, value in sorted(vars(obj).items()):
                 doc = getattr(value, "__doc__", None)
-                if not member.startswith("_") and isinstance(doc, str):
+                dunder = member.startswith("__") and member != "__init__"
+                if not dunder and isinstance(doc, str):
                     yield f"{name}.{attr}.{member}", inspect.cleandoc(doc)
 
 
@@ -130,6 +143,23 @@ def _pydoc_topics() -> Iterator[tuple[str, str | None]]:
         return
     for key in sorted(topics):
         yield f"pydoc:{key}", topics[key].strip()
+
+
+def _bundled_wheel_docstrings() -> Iterator[tuple[str, str | None]]:
+    """Docstrings of every module, class and function in the wheels under `ensurepip/_bundled`."""
+    bundled = Path(sysconfig.get_paths()["stdlib"]) / "ensurepip" / "_bundled"
+    for wheel in sorted(bundled.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as z:
+            for path in sorted(n for n in z.namelist() if n.endswith(".py")):
+                try:
+                    tree = ast.parse(z.read(path))
+                except (SyntaxError, ValueError):
+                    continue
+                for node in ast.walk(tree):
+                    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                         ast.AsyncFunctionDef)):
+                        label = getattr(node, "name", "")
+                        yield f"{wheel.name}:{path}:{label}", ast.get_docstring(node)
 
 
 def _pieces(text: str) -> list[str]:
@@ -154,6 +184,7 @@ def build_documents(modules: tuple[str, ...] = MODULES) -> list[Document]:
         for name in module_names(modules):
             yield from _docstrings(sys.modules[name])
         yield from _pydoc_topics()
+        yield from _bundled_wheel_docstrings()
 
     seen: set[str] = set()
     docs: list[Document] = []
@@ -162,16 +193,21 @@ def build_documents(modules: tuple[str, ...] = MODULES) -> list[Document]:
             continue
         text = "\n".join(line.rstrip() for line in raw.strip().expandtabs(4).splitlines())
         for i, piece in enumerate(_pieces(text)):
-            if len(piece) < MIN_DOC_CHARS or piece in seen:
+            if len(piece) < MIN_DOC_CHARS or piece in seen or not _clean(piece):
                 continue
             seen.add(piece)
             docs.append(Document(name if i == 0 else f"{name}#{i}", piece))
     return docs
 
 
+def _clean(text: str) -> bool:
+    return all(ch == "\n" or ch.isprintable() for ch in text)
+
+
 def bucket(text: str) -> int:
-    """The document's split bucket in [0, 1000), from its text alone."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 1000
+    """The document's split bucket in [0, 1000), from the opening of its text alone."""
+    key = " ".join(text.split())[:KEY_CHARS]
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 1000
 
 
 def split_documents(docs: list[Document]) -> Splits:
