@@ -17,7 +17,7 @@ from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.local import LocalRunner
 from step3_trt.runtime.scheduler import Chunk, Request
 from step3_trt.sampling import SamplingParams
-from tests.engine.conftest import REPO
+from tests.conftest import REPO
 
 
 @pytest.fixture(params=["1a1f", "2a2f"])

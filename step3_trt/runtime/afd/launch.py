@@ -23,8 +23,8 @@ from step3_trt.runtime.afd.coordinator import JobRequest
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_to_dict
 
-DIED = re.compile(r"process rank (\d+) with PID (\d+).*?exited on signal (\d+)", re.S)
-FAILED = re.compile(r"\[(.+?)\] failed:\n(?:.*\n)*?(\w+Error: .+)")
+DIED = re.compile(r"process\s+rank\s+(\d+)\s+with\s+PID\s+(\d+).*?exited\s+on\s+signal\s+(\d+)", re.S)
+FAILED = re.compile(r"\[(.+?)\] failed:\n(?:.*\n)*?[\w.]*?(\w+Error: .+)")
 
 
 def mpiexec_path() -> str:

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,6 +18,11 @@ from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_from_dict
 from step3_trt.runtime.afd.transport import MpiTransport
 from step3_trt.runtime.trace import Tracer
+
+
+# Loading engines (torch import, AOTInductor packages, weights) of every rank, on a loaded
+# machine: generous, since it does not depend on the per-message timeout.
+STARTUP_TIMEOUT_S = 600.0
 
 
 def parse_args(argv=None):
@@ -42,6 +49,7 @@ def main(argv=None) -> int:
         print(f"expected {layout.world_size} MPI ranks, got {comm.Get_size()}", file=sys.stderr)
         return 2
     world = comm.Get_rank()
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints a rank's Python stacks
     role, index = layout.role_of(world)
     (args.run_dir / f"rank{world}.pid").write_text(f"{os.getpid()} {role} {index}\n")
     transport = MpiTransport(comm, args.timeout, layout.names())
@@ -68,16 +76,24 @@ def run_role(role, index, args, layout, transport, tracer) -> None:
         tok_dir = args.engines / "tokenizer"
         tokenizer = Step3Tokenizer.from_dir(tok_dir) if (tok_dir / "tokenizer.json").is_file() \
             else None
-        Coordinator(requests, layout, transport, tokenizer, args.timeout).run()
+        coordinator = Coordinator(requests, layout, transport, tokenizer, args.timeout,
+                                  stats_file=args.run_dir / "stats.json")
+        coordinator.wait_ready(max(args.timeout, STARTUP_TIMEOUT_S))
+        (args.run_dir / "ready").touch()
+        coordinator.run()
     elif role == "attention":
         from step3_trt.runtime.afd.attention_worker import AttentionWorker
 
-        AttentionWorker(args.engines, index, layout, transport, tracer, args.device,
-                        args.micro_batches).run()
+        worker = AttentionWorker(args.engines, index, layout, transport, tracer, args.device,
+                                 args.micro_batches)
+        transport.send_json({"type": "ready"}, JobLayout.COORDINATOR)
+        worker.run()
     else:
         from step3_trt.runtime.afd.ffn_worker import FfnWorker
 
-        FfnWorker(args.engines, index, layout, transport, tracer, args.device).run()
+        worker = FfnWorker(args.engines, index, layout, transport, tracer, args.device)
+        transport.send_json({"type": "ready"}, JobLayout.COORDINATOR)
+        worker.run()
 
 
 if __name__ == "__main__":
