@@ -16,6 +16,7 @@ class SamplingParams:
     top_p: float = 1.0  # 1.0 = no nucleus filter
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    stop_strings: tuple[str, ...] = field(default_factory=tuple)  # needs a detokenizer
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -27,6 +28,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop_strings):
+            raise ValueError(f"stop strings must be non-empty strings, got {self.stop_strings!r}")
 
     @property
     def is_greedy(self) -> bool:
@@ -38,6 +41,12 @@ class SamplingParams:
         g = torch.Generator()
         g.manual_seed(self.seed if self.seed is not None else torch.seed())
         return g
+
+
+def stop_string_hit(text: str, params: SamplingParams) -> int | None:
+    """Index in `text` where the first stop string begins, or None."""
+    hits = [i for i in (text.find(s) for s in params.stop_strings) if i >= 0]
+    return min(hits) if hits else None
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

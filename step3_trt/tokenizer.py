@@ -85,3 +85,12 @@ def byte_level_tokenizer() -> Step3Tokenizer:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True) for t in (BOS, EOS, PAD)])
     return Step3Tokenizer(tok)
+
+
+def load_tokenizer(artifact_dir: str | Path) -> Step3Tokenizer | None:
+    """The tokenizer of an engine or role-checkpoint directory (`<dir>/tokenizer/`) or of a
+    checkpoint directory; None if it has none."""
+    for d in (Path(artifact_dir) / "tokenizer", Path(artifact_dir)):
+        if (d / "tokenizer.json").is_file():
+            return Step3Tokenizer.from_dir(d)
+    return None

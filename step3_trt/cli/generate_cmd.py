@@ -65,14 +65,12 @@ def parse_ids(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    from step3_trt.tokenizer import Step3Tokenizer
+    from step3_trt.tokenizer import load_tokenizer
 
     params = sampling_params(args)
-    source = args.engines / "tokenizer" if args.engines else (args.checkpoint or DEFAULT_CHECKPOINT)
-    tokenizer = None
-    if (source / "tokenizer.json").is_file():
-        tokenizer = Step3Tokenizer.from_dir(source)
-    elif args.prompt:
+    source = args.engines or args.checkpoint or DEFAULT_CHECKPOINT
+    tokenizer = load_tokenizer(source)
+    if tokenizer is None and args.prompt:
         raise FileNotFoundError(f"{source} has no tokenizer.json; use --prompt-ids")
     prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
     outputs = _run_engines(args, prompts, params) if args.engines else \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,8 +24,11 @@ def add_parser(sub) -> None:
     src.add_argument("--prompts-file", type=Path,
                      help="JSONL, one request per line: {\"prompt\": TEXT | \"prompt_ids\": [...], "
                           "\"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", "
-                          "\"greedy\", \"arrival_s\"} (per-request sampling and arrival time)")
+                          "\"greedy\", \"stop\": [...], \"arrival_s\"} (per-request sampling and "
+                          "arrival time)")
     add_sampling_args(p)
+    p.add_argument("--stop", action="append", default=[],
+                   help="stop string (repeatable): generation ends once the text contains it")
     p.add_argument("--micro-batches", type=int, default=None,
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--timeout", type=float, default=60.0,
@@ -43,7 +47,7 @@ def read_requests(args, tokenizer):
     from step3_trt.runtime.afd.coordinator import JobRequest
     from step3_trt.sampling import SamplingParams
 
-    default = sampling_params(args)
+    default = dataclasses.replace(sampling_params(args), stop_strings=tuple(args.stop))
     if not args.prompts_file:
         prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
         return [JobRequest(i, p, default) for i, p in enumerate(prompts)]
@@ -63,7 +67,8 @@ def read_requests(args, tokenizer):
             greedy=r.get("greedy", default.greedy),
             temperature=r.get("temperature", default.temperature),
             top_k=r.get("top_k", default.top_k), top_p=r.get("top_p", default.top_p),
-            seed=r.get("seed", default.seed))
+            seed=r.get("seed", default.seed),
+            stop_strings=tuple(r.get("stop", default.stop_strings)))
         requests.append(JobRequest(len(requests), ids, params, float(r.get("arrival_s", 0.0))))
     if not requests:
         raise ValueError(f"{args.prompts_file} has no requests")
@@ -72,12 +77,11 @@ def read_requests(args, tokenizer):
 
 def run(args) -> int:
     from step3_trt.runtime.afd.launch import run_job
-    from step3_trt.tokenizer import Step3Tokenizer
+    from step3_trt.tokenizer import load_tokenizer
 
-    tok_dir = args.engines / "tokenizer"
-    tokenizer = Step3Tokenizer.from_dir(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
+    tokenizer = load_tokenizer(args.engines)
     if tokenizer is None and (args.prompt or args.prompts_file):
-        raise FileNotFoundError(f"{tok_dir} has no tokenizer.json; use --prompt-ids")
+        raise FileNotFoundError(f"{args.engines}/tokenizer has no tokenizer.json; use --prompt-ids")
     requests = read_requests(args, tokenizer)
     return run_job(args.engines, requests, timeout=args.timeout, micro_batches=args.micro_batches,
                    device=args.device, trace_file=args.trace, run_dir=args.run_dir)

@@ -20,6 +20,7 @@ from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import AttentionExecutor, FfnExecutor
 from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
 from step3_trt.sampling import SamplingParams, sample
+from step3_trt.tokenizer import load_tokenizer
 
 
 def kv_blocks(cfg: Step3Config, build: BuildConfig) -> int:
@@ -42,6 +43,7 @@ class LocalRunner:
         self.ffn = [FfnExecutor(RankEngine(self.dir / name, device, digest))
                     for name in manifest["ranks"] if name.startswith("ffn/")]
         self.device = attention.device
+        self.tokenizer = load_tokenizer(self.dir)
 
     @torch.no_grad()
     def forward(self, batch: StepBatch) -> torch.Tensor:
@@ -65,7 +67,8 @@ class LocalRunner:
         scheduler = Scheduler(
             BlockManager(self.num_blocks, self.build.kv_cache.block_size),
             SchedulerConfig(self.build.runtime.max_batch, self.build.runtime.max_tokens_per_step),
-            self.build.runtime.max_seq_len or self.config.max_position_embedding, eos_token_id)
+            self.build.runtime.max_seq_len or self.config.max_position_embedding, eos_token_id,
+            detokenize=self.tokenizer.decode if self.tokenizer else None)
         requests = [Request(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, per_seq))]
         generators = {r.request_id: r.params.generator() for r in requests}
         for r in requests:

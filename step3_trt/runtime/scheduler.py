@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from step3_trt.runtime.block_manager import BlockManager
-from step3_trt.sampling import SamplingParams
+from step3_trt.sampling import SamplingParams, stop_string_hit
 
 
 class Status(enum.Enum):
@@ -59,9 +60,11 @@ class SchedulerConfig:
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, config: SchedulerConfig, max_seq_len: int,
-                 eos_token_id: int | None = None):
+                 eos_token_id: int | None = None,
+                 detokenize: Callable[[list[int]], str] | None = None):
         self.blocks, self.config = blocks, config
         self.max_seq_len, self.eos_token_id = max_seq_len, eos_token_id
+        self.detokenize = detokenize  # for stop strings
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order (oldest first)
 
@@ -69,6 +72,8 @@ class Scheduler:
         need = len(request.prompt) + request.params.max_new_tokens
         if not request.prompt:
             raise ValueError(f"request {request.request_id}: empty prompt")
+        if request.params.stop_strings and self.detokenize is None:
+            raise ValueError(f"request {request.request_id}: stop strings need a tokenizer")
         if need > self.max_seq_len:
             raise ValueError(f"request {request.request_id}: prompt ({len(request.prompt)}) + "
                              f"max_tokens ({request.params.max_new_tokens}) exceeds the "
@@ -144,6 +149,9 @@ class Scheduler:
             token = sampled[req.request_id]
             req.output.append(token)
             if token == self.eos_token_id or token in req.params.stop_token_ids:
+                req.finish_reason = "stop"
+            elif req.params.stop_strings and \
+                    stop_string_hit(self.detokenize(req.output), req.params) is not None:
                 req.finish_reason = "stop"
             elif len(req.output) >= req.params.max_new_tokens:
                 req.finish_reason = "length"

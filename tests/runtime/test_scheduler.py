@@ -100,3 +100,18 @@ def test_requests_that_cannot_fit_are_refused_up_front():
         sched.add(Request(2, [1] * 20, SamplingParams(max_new_tokens=10)))
     with pytest.raises(ValueError, match="empty prompt"):
         sched.add(Request(3, [], SamplingParams()))
+
+
+def test_stop_strings_end_a_request_once_its_text_contains_one():
+    prompt = [3, 1, 4]
+    gold = expected(prompt, 10)
+    detok = lambda ids: "".join(chr(65 + t % 26) for t in ids)  # noqa: E731
+    stop = detok(gold[4:6])
+    req = Request(1, prompt, SamplingParams(max_new_tokens=10, greedy=True, stop_strings=(stop,)))
+    sched = Scheduler(BlockManager(20, 4), SchedulerConfig(), 64, detokenize=detok)
+    run(sched, [req])
+    first = next(i for i in range(10) if stop in detok(gold[:i + 1]))
+    assert req.output == gold[:first + 1] and req.finish_reason == "stop"
+    with pytest.raises(ValueError, match="stop strings need a tokenizer"):
+        Scheduler(BlockManager(20, 4), SchedulerConfig(), 64).add(
+            Request(2, prompt, SamplingParams(stop_strings=("x",))))

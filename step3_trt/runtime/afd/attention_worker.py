@@ -25,6 +25,7 @@ from step3_trt.runtime.local import kv_blocks
 from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
 from step3_trt.runtime.trace import Tracer
 from step3_trt.sampling import sample
+from step3_trt.tokenizer import load_tokenizer
 
 
 def split_micro_batches(chunks: list[Chunk], parts: int) -> list[list[Chunk]]:
@@ -51,10 +52,12 @@ class AttentionWorker:
         self.executor = AttentionExecutor(engine, kv_blocks(Step3Config.from_dict(engine.arch),
                                                             build))
         cfg = self.executor.config
+        tokenizer = load_tokenizer(engine_dir)
         self.scheduler = Scheduler(
             BlockManager(self.executor.k_cache.shape[1], build.kv_cache.block_size),
             SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
-            build.runtime.max_seq_len or cfg.max_position_embedding, cfg.eos_token_id)
+            build.runtime.max_seq_len or cfg.max_position_embedding, cfg.eos_token_id,
+            detokenize=tokenizer.decode if tokenizer else None)
         self.micro_batches = micro_batches or build.runtime.micro_batches
         self.layout, self.transport, self.tracer = layout, transport, tracer
         self.device = engine.device

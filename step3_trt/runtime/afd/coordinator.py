@@ -13,7 +13,7 @@ from pathlib import Path
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import request_message
 from step3_trt.runtime.afd.transport import AfdError, MpiTransport
-from step3_trt.sampling import SamplingParams
+from step3_trt.sampling import SamplingParams, stop_string_hit
 from step3_trt.tokenizer import Step3Tokenizer
 
 
@@ -37,6 +37,7 @@ class Coordinator:
         self._next_to_print = 0
         self._order = [r.id for r in sorted(requests, key=lambda r: r.id)]
         self._prompts = {r.id: r.prompt_ids for r in requests}
+        self._params = {r.id: r.params for r in requests}
 
     def wait_ready(self, startup_timeout_s: float) -> None:
         """Every worker reports once its engines are loaded; the clock starts after that."""
@@ -87,6 +88,13 @@ class Coordinator:
                      for rid, r in sorted(self.results.items())}
             self.stats_file.write_text(json.dumps({"requests": stats}, indent=1))
 
+    def _text(self, rid: int, output_ids: list[int]) -> str:
+        if self.tokenizer is None:
+            return ""
+        text = self.tokenizer.decode(output_ids)
+        cut = stop_string_hit(text, self._params[rid])
+        return text if cut is None else text[:cut]  # the stop string itself is not returned
+
     def _flush(self) -> None:
         """Print finished results in request order (a result waits for the ones before it)."""
         while self._next_to_print < len(self._order) and \
@@ -98,7 +106,7 @@ class Coordinator:
                 line["error"] = r["error"]
             else:
                 line["output_ids"] = r["output_ids"]
-                line["text"] = self.tokenizer.decode(r["output_ids"]) if self.tokenizer else ""
+                line["text"] = self._text(rid, r["output_ids"])
             self.out.write(json.dumps(line) + "\n")
             self.out.flush()
             self._next_to_print += 1

@@ -68,15 +68,13 @@ def main(argv=None) -> int:
 def run_role(role, index, args, layout, transport, tracer) -> None:
     if role == "coordinator":
         from step3_trt.runtime.afd.coordinator import Coordinator, JobRequest
-        from step3_trt.tokenizer import Step3Tokenizer
+        from step3_trt.tokenizer import load_tokenizer
 
         requests = [JobRequest(r["id"], r["prompt_ids"], params_from_dict(r["params"]),
                                r.get("arrival_s", 0.0))
                     for r in map(json.loads, args.requests.read_text().splitlines())]
-        tok_dir = args.engines / "tokenizer"
-        tokenizer = Step3Tokenizer.from_dir(tok_dir) if (tok_dir / "tokenizer.json").is_file() \
-            else None
-        coordinator = Coordinator(requests, layout, transport, tokenizer, args.timeout,
+        coordinator = Coordinator(requests, layout, transport, load_tokenizer(args.engines),
+                                  args.timeout,
                                   stats_file=args.run_dir / "stats.json")
         coordinator.wait_ready(max(args.timeout, STARTUP_TIMEOUT_S))
         (args.run_dir / "ready").touch()

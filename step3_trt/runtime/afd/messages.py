@@ -11,11 +11,13 @@ from step3_trt.sampling import SamplingParams
 def params_to_dict(params: SamplingParams) -> dict:
     d = dataclasses.asdict(params)
     d["stop_token_ids"] = list(params.stop_token_ids)
+    d["stop_strings"] = list(params.stop_strings)
     return d
 
 
 def params_from_dict(d: dict) -> SamplingParams:
-    return SamplingParams(**{**d, "stop_token_ids": tuple(d.get("stop_token_ids", ()))})
+    return SamplingParams(**{**d, "stop_token_ids": tuple(d.get("stop_token_ids", ())),
+                             "stop_strings": tuple(d.get("stop_strings", ()))})
 
 
 def request_message(request_id: int, prompt_ids: list[int], params: SamplingParams) -> dict:
