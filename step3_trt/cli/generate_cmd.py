@@ -69,6 +69,8 @@ def run(args) -> int:
 
     params = sampling_params(args)
     source = args.engines or args.checkpoint or DEFAULT_CHECKPOINT
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} does not exist")
     tokenizer = load_tokenizer(source)
     if tokenizer is None and args.prompt:
         raise FileNotFoundError(f"{source} has no tokenizer.json; use --prompt-ids")
