@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="device (default: the build config's)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="keep pid files, logs and per-rank traces here (default: a temp dir)")
-    p.add_argument("--json", action="store_true", help="JSON lines (the default output format "
-                                                       "of this command; kept for symmetry)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per request: prompt_ids, output_ids, text (or error)")
     p.set_defaults(run=run)
 
 
@@ -83,5 +83,16 @@ def run(args) -> int:
     if tokenizer is None and (args.prompt or args.prompts_file):
         raise FileNotFoundError(f"{args.engines}/tokenizer has no tokenizer.json; use --prompt-ids")
     requests = read_requests(args, tokenizer)
+    prompts = iter(args.prompt or [])
+
+    def show(result: dict) -> None:
+        if args.json:
+            print(json.dumps(result), flush=True)
+        elif "error" in result:
+            print(f"[error] {result['error']}", flush=True)
+        else:
+            print(next(prompts, "") + result["text"], flush=True)
+
     return run_job(args.engines, requests, timeout=args.timeout, micro_batches=args.micro_batches,
-                   device=args.device, trace_file=args.trace, run_dir=args.run_dir)
+                   device=args.device, trace_file=args.trace, run_dir=args.run_dir,
+                   on_result=show)

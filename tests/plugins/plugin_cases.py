@@ -66,9 +66,14 @@ def routing(M, K, num_experts, gen=None, pattern="random"):
 def expert_weights(E, I, H, dtype, gen=None, scales=None):
     """(w_gate, w_up, w_down, s_gate, s_up, s_down): ~unit-output scaled random weights; FP8 ones
     quantized per expert with scales 'block' ([E, I/128, H/128]), 'channel' ([E, out]) or
-    'expert' ([E])."""
-    ws = [torch.randn(E, I, H, generator=gen) / H ** 0.5, torch.randn(E, I, H, generator=gen) / H ** 0.5,
-          torch.randn(E, H, I, generator=gen) / I ** 0.5]
+    'expert' ([E]). Each 128x128 block is multiplied by its own factor in [1/4, 4], so block
+    scales differ a lot and a kernel that applies the wrong one is far off."""
+    def spread(E, O, In):
+        f = 2.0 ** (torch.rand(E, -(-O // 128), -(-In // 128), generator=gen) * 4 - 2)
+        return f.repeat_interleave(128, 1)[:, :O].repeat_interleave(128, 2)[:, :, :In]
+    ws = [torch.randn(E, I, H, generator=gen) / H ** 0.5 * spread(E, I, H),
+          torch.randn(E, I, H, generator=gen) / H ** 0.5 * spread(E, I, H),
+          torch.randn(E, H, I, generator=gen) / I ** 0.5 * spread(E, H, I)]
     if dtype != FP8:
         return (*[w.to(dtype) for w in ws], None, None, None)
     qs, ss = [], []

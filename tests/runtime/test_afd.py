@@ -55,7 +55,7 @@ def prompts_file(path, n=16, max_tokens=12, seed=0, spread_s=1.5):
 
 
 def run_cli(*args, timeout=240):
-    cmd = [sys.executable, "-m", "step3_trt.cli.main", "run", *map(str, args)]
+    cmd = [sys.executable, "-m", "step3_trt.cli.main", "run", "--json", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -126,7 +126,7 @@ def test_a_dead_or_hung_ffn_rank_fails_the_job_fast(engines, tmp_path, sig, expe
     prompts_file(tmp_path / "p.jsonl", max_tokens=400, spread_s=0)
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "step3_trt.cli.main", "run", "--engines", str(engines["2a2f"]),
-           "--prompts-file", str(tmp_path / "p.jsonl"), "--run-dir", str(run_dir),
+           "--prompts-file", str(tmp_path / "p.jsonl"), "--run-dir", str(run_dir), "--json",
            "--timeout", "5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = wait_for_pids(run_dir, 5, proc)

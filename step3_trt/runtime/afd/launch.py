@@ -73,8 +73,10 @@ def diagnose(stderr: str, layout: JobLayout, rc: int) -> str:
 def run_job(engine_dir: str | Path, requests: list[JobRequest], *, timeout: float = 60.0,
             micro_batches: int | None = None, device: str | None = None,
             trace_file: Path | None = None, run_dir: Path | None = None,
-            out=sys.stdout, err=sys.stderr) -> int:
-    """Run the job; results go to `out` as JSON lines in request order. Returns the exit code."""
+            on_result=None, err=sys.stderr) -> int:
+    """Run the job; each result (a dict: prompt_ids, output_ids, text, or error) goes to
+    `on_result` in request order (default: a JSON line on stdout). Returns the exit code."""
+    on_result = on_result or (lambda r: print(json.dumps(r), flush=True))
     engine_dir = Path(engine_dir).resolve()
     layout = job_layout(engine_dir)
     BuildConfig.from_file(engine_dir / "build_config.yaml")  # fail early on a broken engine dir
@@ -95,8 +97,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, timeout: floa
     printed = 0
     for line in proc.stdout:
         if line.startswith("{"):
-            out.write(line)
-            out.flush()
+            on_result(json.loads(line))
             printed += 1
         else:
             err.write(line)
@@ -108,8 +109,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, timeout: floa
         reason = diagnose(stderr, layout, rc)
         ordered = sorted(requests, key=lambda r: r.id)
         for r in ordered[printed:]:
-            out.write(json.dumps({"prompt_ids": r.prompt_ids,
-                                  "error": f"request not completed: {reason}"}) + "\n")
+            on_result({"prompt_ids": r.prompt_ids, "error": f"request not completed: {reason}"})
         err.write(f"step3-trt run: error: {reason}; {len(ordered) - printed} of {len(ordered)} "
                   f"requests not completed (logs: {run_dir / 'stderr.log'})\n")
         return rc
