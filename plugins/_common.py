@@ -56,7 +56,10 @@ def sm_count(index: int) -> int:
 
 def scale_of(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
     """Dequantization scale for FP8 e4m3: max(amax, 1e-12) / 448, float32 (x ~ q * scale)."""
-    return amax.float().clamp_min(AMAX_FLOOR) / FP8_MAX
+    amax = amax.float().clamp_min(AMAX_FLOOR)
+    # tensor / tensor: CUDA turns division by a Python scalar into a multiply by its reciprocal,
+    # which can differ in the last bit from the kernels' IEEE division
+    return amax / torch.full((), FP8_MAX, dtype=torch.float32, device=amax.device)
 
 
 def quantize_with(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -8,10 +8,10 @@ stacked weights of the ``E_local`` experts this rank owns (global ids
 
     w_gate, w_up  [E_local, I, Hd]      w_down  [E_local, Hd, I]      out  [M, Hd] (x.dtype)
 
-accumulated in float32. BF16/FP16/FP32 weights take no scales; the intermediate h is rounded to
-x.dtype before the down projection. FP8 (e4m3) weights need scales, one of
-``[E]`` (per expert), ``[E, out]`` (per channel) or ``[E, ceil(out/128), ceil(in/128)]`` (128x128
-blocks), and run W8A8: x and h are quantized per 1x128 group (`fp8_quantize(., "group")`).
+accumulated in float32; the intermediate h = silu(.) * (.) is rounded to x.dtype. BF16/FP16/FP32
+weights take no scales. FP8 (e4m3) weights need scales, one of ``[E]`` (per expert), ``[E, out]``
+(per channel) or ``[E, ceil(out/128), ceil(in/128)]`` (128x128 blocks), and run W8A8: x and the
+rounded h are quantized per 1x128 group (`fp8_quantize(., "group")`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def moe_experts_ref(x, topk_ids, topk_weights, w_gate, w_up, w_down, w_gate_scal
             continue
         a = xin[rows]
         h = F.silu(a @ _weight(w_gate, w_gate_scale, e).T) * (a @ _weight(w_up, w_up_scale, e).T)
-        h = fp8_dequantize_ref(*fp8_quantize_ref(h, "group")) if fp8 else h.to(x.dtype).float()
+        h = h.to(x.dtype)
+        h = fp8_dequantize_ref(*fp8_quantize_ref(h, "group")) if fp8 else h.float()
         y = (h @ _weight(w_down, w_down_scale, e).T) * topk_weights[rows, slot, None].float()
         out.index_add_(0, rows, y)
     return out.to(x.dtype)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from common import device_info, graph_bench, measure_ceilings, table, write_json
 
 import plugins  # noqa: F401
+from plugins.triton_kernels import mfa as mfa_k
 from plugins.triton_kernels.mfa import paged_attention
 
 H, D, BS = 64, 256, 16
@@ -27,7 +28,7 @@ LENGTHS = [1024, 4096, 16384, 32768, 65536]
 POOL_MIN = 512 << 20
 
 
-def run_shape(B, L, ceil, sweep=()):
+def run_shape(B, L, ceil, sweep=False):
     kv_bf16 = 2 * B * L * D * 2
     copies = max(1, -(-POOL_MIN // kv_bf16))
     nb = B * L // BS
@@ -49,10 +50,12 @@ def run_shape(B, L, ceil, sweep=()):
         pool_v[c * nb:(c + 1) * nb].view(B, 1, L, D)) for c in range(copies)])
     t_bf16 = graph_bench([lambda c=c: torch.ops.step3.mfa_decode(q, pool_k, pool_v, bts[c], lens)
                           for c in range(copies)])
-    for tps in sweep:
+    for cfg in (mfa_k.CONFIGS[False] if sweep else ()):
+        out = paged_attention(q, pool_k, pool_v, bts[0], D ** -0.5, None, None, seq_lens=lens, config=cfg)
+        e = ((out.float() - sdpa_out.float()).norm() / sdpa_out.float().norm()).item()
         t = graph_bench([lambda c=c: paged_attention(q, pool_k, pool_v, bts[c], D ** -0.5, None, None,
-                                                     seq_lens=lens, tokens_per_split=tps) for c in range(copies)])
-        rows.append({"B": B, "L": L, "kv": "bf16", "tokens_per_split": tps, "ms": t,
+                                                     seq_lens=lens, config=cfg) for c in range(copies)])
+        rows.append({"B": B, "L": L, "kv": "bf16", "config": str(cfg), "ms": t, "rel_err": e,
                      "tbs": kv_bf16 / t / 1e9, "frac_read": kv_bf16 / t / 1e9 / ceil["read_tbs"]})
     scale = (pool_k.abs().amax().float() / 448).reshape(1)
     pk8 = (pool_k.float() / scale).to(torch.float8_e4m3fn)
@@ -61,6 +64,11 @@ def run_shape(B, L, ceil, sweep=()):
     del pool_v
     t_fp8 = graph_bench([lambda c=c: torch.ops.step3.mfa_decode(q, pk8, pv8, bts[c], lens, scale, scale)
                          for c in range(copies)])
+    for cfg in (mfa_k.CONFIGS[True] if sweep else ()):
+        t = graph_bench([lambda c=c: paged_attention(q, pk8, pv8, bts[c], D ** -0.5, scale, scale,
+                                                     seq_lens=lens, config=cfg) for c in range(copies)])
+        rows.append({"B": B, "L": L, "kv": "fp8", "config": str(cfg), "ms": t, "tbs": kv_bf16 / 2 / t / 1e9,
+                     "frac_read": kv_bf16 / 2 / t / 1e9 / ceil["read_tbs"]})
     for kv, t, nbytes in (("bf16", t_bf16, kv_bf16), ("fp8", t_fp8, kv_bf16 // 2)):
         tbs = nbytes / t / 1e9
         rows.append({"B": B, "L": L, "kv": kv, "kv_mb": nbytes / 1e6, "ms": t, "tbs": tbs,
@@ -78,24 +86,24 @@ def main():
     args = ap.parse_args()
     info, ceil = device_info(), measure_ceilings()
     result = {"device": info, "ceilings": ceil, "rows": [], "sweep": []}
-    sweeps = {(1, 65536), (8, 16384), (32, 4096), (64, 1024), (64, 4096)}
+    sweeps = {(1, 65536), (8, 16384), (32, 16384), (64, 1024), (128, 4096)}
     shapes = [(B, L) for B in BATCHES for L in LENGTHS]
     if args.quick:
         shapes = [(1, 65536), (32, 4096), (128, 4096)]
     for B, L in shapes:
-        sweep = (256, 512, 1024, 2048, 4096) if (B, L) in sweeps else ()
-        rows = run_shape(B, L, ceil, sweep)
-        result["rows"] += [r for r in rows if "tokens_per_split" not in r]
-        result["sweep"] += [r for r in rows if "tokens_per_split" in r]
+        rows = run_shape(B, L, ceil, (B, L) in sweeps)
+        result["rows"] += [r for r in rows if "config" not in r]
+        result["sweep"] += [r for r in rows if "config" in r]
+        result["tuned"] = {str(k): str(v) for k, v in mfa_k._chosen.items()}
         for r in rows:
-            if "tokens_per_split" not in r:
+            if "config" not in r:
                 print(f"B={B:4d} L={L:6d} {r['kv']}: {r['ms'] * 1e3:8.1f} us {r['tbs']:.2f} TB/s "
                       f"({100 * r['frac_read']:.0f}% read ceiling)  SDPA {r['sdpa_ms'] * 1e3:8.1f} us "
                       f"-> x{r['vs_sdpa']:.2f}", flush=True)
         write_json(args.out, result)
     print(table(result["rows"], ["B", "L", "kv", "kv_mb", "ms", "tbs", "frac_read", "sdpa_tbs", "vs_sdpa"]))
     if result["sweep"]:
-        print(table(result["sweep"], ["B", "L", "tokens_per_split", "ms", "tbs", "frac_read"]))
+        print(table(result["sweep"], ["B", "L", "kv", "config", "ms", "tbs", "frac_read"]))
 
 
 if __name__ == "__main__":

@@ -131,23 +131,22 @@ def main():
                   f"({100 * row['frac_copy']:.0f}% copy)  {row['tflops']:.0f} TFLOP/s "
                   f"({100 * row['frac_peak']:.0f}% peak) [{row['bound']}]"
                   + (f"  loop x{row['vs_loop']:.2f}" if "vs_loop" in row else ""), flush=True)
-        if (M, E) in ((4096, 48), (1024, 48), (128, 48)):  # tile-config sweep, FP8
-            for BM in (64, 128):
-                for warps, stages in ((4, 4), (8, 3), (8, 4)):
-                    try:
-                        t = graph_bench([lambda: moe_k.moe_experts(x, ids, tw, *w_fp8, 0, BM=BM, warps=warps,
-                                                                   stages=stages)])
-                    except Exception as exc:  # noqa: BLE001  (e.g. out of shared memory)
-                        print(f"config BM={BM} w={warps} s={stages}: {type(exc).__name__}")
-                        continue
-                    result["configs"].append({"M": M, "E_local": E, "BM": BM, "warps": warps, "stages": stages,
-                                              "ms": t, "tflops": flops / t / 1e9})
+        if (M, E) in ((4096, 48), (128, 48), (128, 3)):  # tile-config sweep, FP8
+            for BM, stages, imp in ((64, 4, None), (128, 3, None), (128, 4, None), (None, None, 32)):
+                try:
+                    t = graph_bench([lambda: moe_k.moe_experts(x, ids, tw, *w_fp8, 0, BM=BM, stages=stages,
+                                                               imprecise=imp)])
+                except Exception as exc:  # noqa: BLE001  (e.g. out of shared memory)
+                    print(f"config BM={BM} s={stages} imprecise={imp}: {type(exc).__name__}")
+                    continue
+                result["configs"].append({"M": M, "E_local": E, "BM": BM, "stages": stages, "imprecise": imp,
+                                          "ms": t, "tflops": flops / t / 1e9})
         write_json(args.out, result)
         del x
     print(table(result["rows"], ["M", "E_local", "w", "ms", "tbs", "frac_copy", "tflops", "frac_peak", "bound",
                                  "vs_loop"]))
     if result["configs"]:
-        print(table(result["configs"], ["M", "E_local", "BM", "warps", "stages", "ms", "tflops"]))
+        print(table(result["configs"], ["M", "E_local", "BM", "stages", "imprecise", "ms", "tflops"]))
 
 
 if __name__ == "__main__":

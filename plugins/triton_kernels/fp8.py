@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from plugins._common import FP8, GROUP, cdiv, next_pow2
+from plugins._common import FP8, GROUP, cdiv, next_pow2, scale_of
 
 
 @triton.jit
@@ -43,7 +43,7 @@ def quantize_rows(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torc
     R = x2.shape[0]
     q = torch.empty((R, K), dtype=FP8, device=x.device)
     if granularity == "tensor":
-        s = (x.abs().amax().float().clamp_min(1e-12) / 448.0).reshape(1)
+        s = scale_of(x, x.abs().amax().reshape(1))
         group, static, scale_shape = K, True, [1]
     elif granularity == "token":
         s = torch.empty((R, 1), dtype=torch.float32, device=x.device)

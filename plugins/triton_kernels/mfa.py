@@ -9,6 +9,8 @@ their log-sum-exp.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -96,11 +98,11 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
 
 @triton.jit
 def _merge_kernel(po_ptr, lse_ptr, o_ptr, S, stride_pr, stride_ps, stride_ph, stride_lr, stride_ls,
-                  stride_or, stride_oh, D: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Program (row, head): out = sum_s w_s o_s with w_s = 2^(lse_s - max) / sum 2^(lse - max)."""
+                  stride_or, stride_oh, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Program (row, head, d-block): out = sum_s w_s o_s, w_s = 2^(lse_s - max) / sum 2^(lse - max)."""
     r = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
-    offs_d = tl.arange(0, D)
+    offs_d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     m = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
     for s0 in range(0, S, BLOCK_S):
         ss = s0 + tl.arange(0, BLOCK_S)
@@ -108,7 +110,7 @@ def _merge_kernel(po_ptr, lse_ptr, o_ptr, S, stride_pr, stride_ps, stride_ph, st
                                   other=float("-inf")))
     m_all = tl.max(m, 0)
     m_all = tl.where(m_all == float("-inf"), 0.0, m_all)
-    acc = tl.zeros([D], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     den = tl.zeros([BLOCK_S], dtype=tl.float32)
     for s0 in range(0, S, BLOCK_S):
         ss = s0 + tl.arange(0, BLOCK_S)
@@ -123,15 +125,19 @@ def _merge_kernel(po_ptr, lse_ptr, o_ptr, S, stride_pr, stride_ps, stride_ph, st
     tl.store(o_ptr + r * stride_or + h * stride_oh + offs_d, out.to(o_ptr.dtype.element_ty))
 
 
-def pick_splits(rows: int, max_ctx: int, block_n: int, sms: int, min_tokens: int = 512) -> int:
-    """Tokens per split: about one wave of (row, split) programs, each split >= min_tokens."""
+def pick_splits(rows: int, max_ctx: int, block_n: int, programs: int, min_tokens: int = 512) -> int:
+    """Tokens per split: about `programs` (row, split) programs (one wave), each >= min_tokens."""
     tiles = max(1, cdiv(max_ctx, block_n))
-    want = max(1, sms // max(rows, 1))
+    want = max(1, programs // max(rows, 1))
     splits = max(1, min(want, tiles // max(1, cdiv(min_tokens, block_n))))
     return cdiv(tiles, splits) * block_n
 
 
-_CONFIGS = {False: [(64, 8, 2), (32, 4, 3), (32, 4, 2)], True: [(64, 8, 3), (64, 8, 2), (32, 4, 2)]}
+# (BLOCK_N, num_warps, num_stages, programs per SM). Offline sm_90 compiles (perf/kernels/
+# compile_report.py): none spills; the 4-warp ones fit two programs per SM (<= 113 KB shared,
+# <= 256 registers x 128 threads).
+CONFIGS = {False: [(64, 8, 2, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 3, 1)],
+           True: [(64, 8, 3, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 2, 1), (32, 8, 3, 1)]}
 _chosen: dict = {}
 
 
@@ -142,56 +148,89 @@ def _scale_mode(scale, num_blocks):
     return (1 if scale.numel() == 1 else 2), scale
 
 
-def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scale, *, seq_lens=None,
-                    row_seq=None, row_len=None, tokens_per_split=None):
-    """q [R, H, D] -> out [R, H, D]. Decode: seq_lens [R]. Prefill: row_seq, row_len [R]."""
+def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmode, lens, row_seq,
+            tokens_per_split):
     R, H, D = q.shape
-    NB, BS, _ = k_cache.shape
-    out = torch.empty_like(q)
-    if R == 0:
-        return out
-    decode = row_seq is None
-    lens = seq_lens if decode else row_len
-    kmode, ks = _scale_mode(k_scale, NB)
-    vmode, vs = _scale_mode(v_scale, NB)
-    fp8 = k_cache.element_size() == 1
-    block_h = max(16, next_pow2(H))
+    BS = k_cache.shape[1]
+    block_n, warps, stages, per_sm = cfg
     max_ctx = block_tables.shape[1] * BS
-    key = (fp8, block_h, D, BS)
-    configs = [_chosen[key]] if key in _chosen else _CONFIGS[fp8]
-    for i, (block_n, warps, stages) in enumerate(configs):
-        tps = tokens_per_split or pick_splits(R, max_ctx, block_n, sm_count(q.device.index or 0))
-        tps = cdiv(tps, block_n) * block_n
-        splits = cdiv(max_ctx, tps)
-        one = splits == 1
-        if one:
-            po, lse = out, out  # lse unused
-            so_r, so_s, so_h, sl_r, sl_s = out.stride(0), 0, out.stride(1), 0, 0
-        else:
-            po = torch.empty((R, splits, H, D), dtype=q.dtype, device=q.device)
-            lse = torch.empty((R, splits, H), dtype=torch.float32, device=q.device)
-            so_r, so_s, so_h, sl_r, sl_s = po.stride(0), po.stride(1), po.stride(2), lse.stride(0), \
-                lse.stride(1)
-        try:
-            _attn_split_kernel[(R, splits)](
-                q, k_cache, v_cache, block_tables, row_seq if not decode else lens, lens,
-                ks if ks is not None else lens, vs if vs is not None else lens, po, lse,
-                sm_scale * LOG2E, H, tps, q.stride(0), q.stride(1), k_cache.stride(0),
-                k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), block_tables.stride(0),
-                so_r, so_s, so_h, sl_r, sl_s, BS=BS, D=D, BLOCK_H=block_h, BLOCK_N=block_n,
-                DECODE=decode, K_SCALE=kmode, V_SCALE=vmode, ONE_SPLIT=one,
-                num_warps=warps, num_stages=stages)
-        except triton.runtime.errors.OutOfResources:
-            if i == len(configs) - 1:
-                raise
-            continue
-        _chosen[key] = (block_n, warps, stages)
-        break
+    tps = tokens_per_split or pick_splits(R, max_ctx, block_n, per_sm * sm_count(q.device.index or 0))
+    tps = cdiv(tps, block_n) * block_n
+    splits = cdiv(max_ctx, tps)
+    out = torch.empty_like(q)
+    one = splits == 1
+    if one:
+        po, lse = out, out  # lse unused
+        so = (out.stride(0), 0, out.stride(1), 0, 0)
+    else:
+        po = torch.empty((R, splits, H, D), dtype=q.dtype, device=q.device)
+        lse = torch.empty((R, splits, H), dtype=torch.float32, device=q.device)
+        so = (po.stride(0), po.stride(1), po.stride(2), lse.stride(0), lse.stride(1))
+    decode = row_seq is None
+    _attn_split_kernel[(R, splits)](
+        q, k_cache, v_cache, block_tables, lens if decode else row_seq, lens,
+        ks if ks is not None else lens, vs if vs is not None else lens, po, lse,
+        sm_scale * LOG2E, H, tps, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
+        v_cache.stride(0), v_cache.stride(1), block_tables.stride(0), *so,
+        BS=BS, D=D, BLOCK_H=max(16, next_pow2(H)), BLOCK_N=block_n, DECODE=decode, K_SCALE=kmode,
+        V_SCALE=vmode, ONE_SPLIT=one, num_warps=warps, num_stages=stages)
     if not one:
-        _merge_kernel[(R, H)](po, lse, out, splits, po.stride(0), po.stride(1), po.stride(2),
-                              lse.stride(0), lse.stride(1), out.stride(0), out.stride(1), D=D,
-                              BLOCK_S=min(16, next_pow2(splits)), num_warps=4)
+        block_d = min(D, 64)
+        _merge_kernel[(R, H, D // block_d)](po, lse, out, splits, po.stride(0), po.stride(1), po.stride(2),
+                                            lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
+                                            BLOCK_D=block_d, BLOCK_S=min(64, next_pow2(splits)), num_warps=4)
     return out
+
+
+def _time_ms(fn, reps: int = 3) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scale, *, seq_lens=None,
+                    row_seq=None, row_len=None, tokens_per_split=None, config=None):
+    """q [R, H, D] -> out [R, H, D]. Decode: seq_lens [R]. Prefill: row_seq, row_len [R].
+
+    The tile config is tuned once per (cache dtype, heads, head_dim, block size, kind, rows and
+    context buckets): each candidate in CONFIGS is timed on the first eager call of that key (never
+    during CUDA-graph capture, nor with STEP3_MFA_TUNE=0: then the first candidate that compiles).
+    """
+    R, H, D = q.shape
+    if R == 0:
+        return torch.empty_like(q)
+    lens = seq_lens if row_seq is None else row_len
+    kmode, ks = _scale_mode(k_scale, k_cache.shape[0])
+    vmode, vs = _scale_mode(v_scale, k_cache.shape[0])
+    fp8 = k_cache.element_size() == 1
+    args = (q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmode, lens, row_seq, tokens_per_split)
+    if config is not None:
+        return _launch(config, *args)
+    key = (fp8, H, D, k_cache.shape[1], row_seq is None, min(next_pow2(R), 512),
+           min(next_pow2(block_tables.shape[1] * k_cache.shape[1]), 1 << 17), tokens_per_split)
+    if key in _chosen:
+        return _launch(_chosen[key], *args)
+    tune = q.is_cuda and not torch.cuda.is_current_stream_capturing() \
+        and os.environ.get("STEP3_MFA_TUNE", "1") != "0"
+    best, best_ms = None, float("inf")
+    for cfg in CONFIGS[fp8]:
+        try:
+            out = _launch(cfg, *args)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        if not tune:
+            return out
+        ms = _time_ms(lambda: _launch(cfg, *args))
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if best is None:
+        raise RuntimeError("mfa attention: no kernel configuration fits this GPU")
+    _chosen[key] = best
+    return _launch(best, *args)
 
 
 @triton.jit

@@ -5,8 +5,10 @@
    one expert (`block_expert`; blocks past the last used one exit at once, experts with no tokens
    own no block). Assignments of experts this rank does not own are dropped.
 2. `_moe_up_kernel`: h = silu(x Wg^T) * (x Wu^T) for a BM x BN tile (gate and up share the
-   gathered x tile), written row-per-assignment; FP8: h quantized per 1x128 group in the epilogue.
-3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, atomically added (float32) into out[token].
+   gathered x tile), written in x.dtype, one row per sorted assignment; FP8: then quantized per
+   1x128 group by the `fp8_quantize` row kernel.
+3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, atomically added (float32) into out[token];
+   split over K when few (expert, N-tile) programs would leave SMs idle.
 FP8 weights use FP8 `tl.dot` over 128-wide K slices, scaled per slice by the activation group
 scale (and the 128x128 weight block scale), or by a per-channel weight scale in the epilogue.
 """
@@ -17,26 +19,29 @@ import torch
 import triton
 import triton.language as tl
 
-from plugins._common import FP8, GROUP, cdiv
+from plugins._common import FP8, GROUP, cdiv, sm_count
 
 
 @triton.jit
-def _scaled_dot(acc, a, b, xs, s_ptr, kg, FP8_W: tl.constexpr, W_BLOCK: tl.constexpr):
+def _scaled_dot(acc, a, b, xs, s_ptr, kg, FP8_W: tl.constexpr, W_BLOCK: tl.constexpr,
+                IMPRECISE: tl.constexpr):
+    """FP8: acc += dot(a, b) * scales, promoted to float32 every 128-wide K slice (IMPRECISE:
+    None = the tensor cores' fast FP8 accumulation inside the slice, 32 = add each k32 step in fp32)."""
     if FP8_W:
         if W_BLOCK:
-            acc += tl.dot(a, b) * (xs[:, None] * tl.load(s_ptr + kg))
+            acc += tl.dot(a, b, max_num_imprecise_acc=IMPRECISE) * (xs[:, None] * tl.load(s_ptr + kg))
         else:
-            acc += tl.dot(a, b) * xs[:, None]
+            acc += tl.dot(a, b, max_num_imprecise_acc=IMPRECISE) * xs[:, None]
     else:
         acc = tl.dot(a, b, acc)
     return acc
 
 
 @triton.jit
-def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, hs_ptr, sorted_ptr,
-                   bexp_ptr, A, TOPK, E, I, HD, GK, stride_x, stride_xs, stride_we, stride_wn,
-                   stride_se, stride_sn, stride_h, stride_hs,
-                   FP8_W: tl.constexpr, W_BLOCK: tl.constexpr,
+def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, sorted_ptr,
+                   bexp_ptr, A, TOPK, E, I, HD, stride_x, stride_xs, stride_we, stride_wn,
+                   stride_se, stride_sn, stride_h,
+                   FP8_W: tl.constexpr, W_BLOCK: tl.constexpr, IMPRECISE: tl.constexpr,
                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -63,32 +68,26 @@ def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, hs_ptr,
             if FP8_W:
                 xs = tl.load(xs_ptr + tok * stride_xs + kg, mask=row_ok, other=0.0)
             bg = tl.load(wg_ptr + w_off + k[:, None], mask=w_mask, other=0.0)
-            acc_g = _scaled_dot(acc_g, a, bg, xs, sg_ptr + s_off, kg, FP8_W, W_BLOCK)
+            acc_g = _scaled_dot(acc_g, a, bg, xs, sg_ptr + s_off, kg, FP8_W, W_BLOCK, IMPRECISE)
             bu = tl.load(wu_ptr + w_off + k[:, None], mask=w_mask, other=0.0)
-            acc_u = _scaled_dot(acc_u, a, bu, xs, su_ptr + s_off, kg, FP8_W, W_BLOCK)
+            acc_u = _scaled_dot(acc_u, a, bu, xs, su_ptr + s_off, kg, FP8_W, W_BLOCK, IMPRECISE)
         if FP8_W and not W_BLOCK:  # per-channel weight scales [E, I]
             acc_g = acc_g * tl.load(sg_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
             acc_u = acc_u * tl.load(su_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
         h = acc_g * tl.sigmoid(acc_g) * acc_u
         h_ptrs = h_ptr + rows.to(tl.int64)[:, None] * stride_h + offs_n[None, :]
-        if FP8_W:  # BN == 128: this tile's columns are exactly one quantization group
-            amax = tl.max(tl.abs(h), 1)
-            scale = tl.math.div_rn(tl.maximum(amax, 1e-12), 448.0)
-            hq = tl.minimum(tl.maximum(tl.math.div_rn(h, scale[:, None]), -448.0), 448.0)
-            tl.store(h_ptrs, hq.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
-            tl.store(hs_ptr + rows.to(tl.int64) * stride_hs + pid_n, scale)
-        else:
-            tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
+        tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
 
 
 @triton.jit
 def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr, bexp_ptr,
                      A, TOPK, E, I, HD, GI, stride_h, stride_hs, stride_we, stride_wn,
-                     stride_se, stride_sn, stride_o,
-                     FP8_W: tl.constexpr, W_BLOCK: tl.constexpr,
+                     stride_se, stride_sn, stride_o, k_slices,
+                     FP8_W: tl.constexpr, W_BLOCK: tl.constexpr, IMPRECISE: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)  # split-K: this program sums K slices [pid_k*k_slices, +k_slices)
     e = tl.load(bexp_ptr + pid_b)
     if e < E:
         rows = pid_b * BM + tl.arange(0, BM)
@@ -103,13 +102,14 @@ def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr,
         s_off = e64 * stride_se + ((pid_n * BN) // 128) * stride_sn
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         hs = tl.zeros([BM], dtype=tl.float32)
-        for kg in range(0, tl.cdiv(I, BK)):
+        kg_end = tl.minimum((pid_k + 1) * k_slices, tl.cdiv(I, BK))
+        for kg in range(pid_k * k_slices, kg_end):
             k = kg * BK + offs_k
             a = tl.load(h_rows + k[None, :], mask=k[None, :] < I, other=0.0)
             if FP8_W:
                 hs = tl.load(hs_ptr + rows.to(tl.int64) * stride_hs + kg)
             b = tl.load(wd_ptr + w_off + k[:, None], mask=n_ok[None, :] & (k[:, None] < I), other=0.0)
-            acc = _scaled_dot(acc, a, b, hs, sd_ptr + s_off, kg, FP8_W, W_BLOCK)
+            acc = _scaled_dot(acc, a, b, hs, sd_ptr + s_off, kg, FP8_W, W_BLOCK, IMPRECISE)
         if FP8_W and not W_BLOCK:
             acc = acc * tl.load(sd_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
         tw = tl.load(tw_ptr + a_id, mask=row_ok, other=0.0).to(tl.float32)
@@ -152,7 +152,8 @@ def _wscale(s, E, out):
     return s.contiguous(), s.dim() == 3
 
 
-def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, BN=None, warps=None, stages=None):
+def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None, stages=None,
+                imprecise=None):
     M, HD = x.shape
     E, I, _ = wg.shape
     K = ids.shape[1]
@@ -163,31 +164,41 @@ def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, BN=None, wa
     nblk = bexp.shape[0]
     x = x.contiguous()
     tw = tw.contiguous()
+    sms = sm_count(x.device.index or 0)
     if fp8:
         from plugins.triton_kernels.fp8 import quantize_rows
         xq, xs = quantize_rows(x, "group")
         (sg, blk), (su, _), (sd, _) = _wscale(sg, E, I), _wscale(su, E, I), _wscale(sd, E, HD)
-        h = torch.empty((nblk * BM, I), dtype=FP8, device=x.device)
-        hs = torch.empty((nblk * BM, cdiv(I, GROUP)), dtype=torch.float32, device=x.device)
-        BN1, BK = 128, GROUP
+        BK = GROUP
     else:
         xq, xs, blk = x, x, False
         sg = su = sd = x
-        h = torch.empty((nblk * BM, I), dtype=x.dtype, device=x.device)
-        hs = h
-        BN1, BK = 128 if BM == 64 else 64, 64
+        BK = 64
+    # few experts (about one block each) -> narrower up tiles and split-K down to fill the SMs
+    few = E * cdiv(I, 128) < 2 * sms
+    BN1 = 64 if (few or (not fp8 and BM == 128)) else 128
     warps = warps or 8
     stages = stages or (4 if BM == 64 else 3)
+    h = torch.empty((nblk * BM, I), dtype=x.dtype, device=x.device)
     _moe_up_kernel[(nblk, cdiv(I, BN1))](
-        xq, xs, wg, wu, sg, su, h, hs, sorted_ids, bexp, A, K, E, I, HD, cdiv(HD, GROUP),
+        xq, xs, wg, wu, sg, su, h, sorted_ids, bexp, A, K, E, I, HD,
         xq.stride(0), xs.stride(0), wg.stride(0), wg.stride(1),
-        sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0), hs.stride(0),
-        FP8_W=fp8, W_BLOCK=blk, BM=BM, BN=BN1, BK=BK, num_warps=warps, num_stages=stages)
+        sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0),
+        FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, BM=BM, BN=BN1, BK=BK, num_warps=warps,
+        num_stages=stages)
+    hs = h
+    if fp8:
+        h, hs = quantize_rows(h, "group")  # the reference's FP8 rounding of h, bit for bit
     out = torch.zeros((M, HD), dtype=torch.float32, device=x.device)
-    BN2 = BN or 128
-    _moe_down_kernel[(nblk, cdiv(HD, BN2))](
+    BN2 = 128
+    n2 = cdiv(HD, BN2)
+    slices = cdiv(I, BK)
+    split = max(1, min(4, (2 * sms) // max(1, E * n2))) if few else 1
+    per = cdiv(slices, split)
+    _moe_down_kernel[(nblk, n2, cdiv(slices, per))](
         h, hs, wd, sd, tw, out, sorted_ids, bexp, A, K, E, I, HD, cdiv(I, GROUP),
         h.stride(0), hs.stride(0), wd.stride(0), wd.stride(1),
-        sd.stride(0), sd.stride(1) if sd.dim() > 1 else 0, out.stride(0),
-        FP8_W=fp8, W_BLOCK=blk, BM=BM, BN=BN2, BK=BK, num_warps=warps, num_stages=stages)
+        sd.stride(0), sd.stride(1) if sd.dim() > 1 else 0, out.stride(0), per,
+        FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, BM=BM, BN=BN2, BK=BK, num_warps=warps,
+        num_stages=stages)
     return out.to(x.dtype)
