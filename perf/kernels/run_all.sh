@@ -9,11 +9,11 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --f
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 for s in $stages; do
   case $s in
-    tests) STEP3_MFA_TUNE=0 timeout 240 python3 -m pytest -q -n 4 -m gpu tests/plugins --noconftest -p no:cacheprovider \
+    tests) STEP3_MFA_TUNE=0 timeout 110 python3 -m pytest -q -n 4 -m gpu tests/plugins --noconftest -p no:cacheprovider \
              -W ignore::DeprecationWarning 2>&1 | tee "$OUT/kernels_pytest.log" | tail -25 ;;
-    mfa) timeout 150 python3 perf/kernels/bench_mfa_decode.py --out "$OUT/kernels_mfa_decode.json" \
+    mfa) timeout 110 python3 perf/kernels/bench_mfa_decode.py --out "$OUT/kernels_mfa_decode.json" \
            > "$OUT/kernels_mfa_decode.log" 2>&1; tail -45 "$OUT/kernels_mfa_decode.log" ;;
-    moe) timeout 120 python3 perf/kernels/bench_moe_experts.py --out "$OUT/kernels_moe_experts.json" \
+    moe) timeout 90 python3 perf/kernels/bench_moe_experts.py --out "$OUT/kernels_moe_experts.json" \
            > "$OUT/kernels_moe_experts.log" 2>&1; tail -60 "$OUT/kernels_moe_experts.log" ;;
     fp8) timeout 60 python3 perf/kernels/bench_fp8_linear.py --out "$OUT/kernels_fp8_linear.json" \
            > "$OUT/kernels_fp8_linear.log" 2>&1; tail -12 "$OUT/kernels_fp8_linear.log" ;;

@@ -152,9 +152,11 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
             tokens_per_split):
     R, H, D = q.shape
     BS = k_cache.shape[1]
-    block_n, warps, stages, per_sm = cfg
+    block_n, warps, stages, per_sm = cfg[:4]
+    min_tokens = cfg[4] if len(cfg) > 4 else 512
     max_ctx = block_tables.shape[1] * BS
-    tps = tokens_per_split or pick_splits(R, max_ctx, block_n, per_sm * sm_count(q.device.index or 0))
+    tps = tokens_per_split or pick_splits(R, max_ctx, block_n, per_sm * sm_count(q.device.index or 0),
+                                          min_tokens)
     tps = cdiv(tps, block_n) * block_n
     splits = cdiv(max_ctx, tps)
     out = torch.empty_like(q)
@@ -182,8 +184,11 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
     return out
 
 
-def _time_ms(fn, reps: int = 3) -> float:
+def _time_ms(fn, reps: int = 5) -> float:
+    """GPU milliseconds per fn(): a ~1 ms device sleep first lets the host queue every launch, so
+    host-side launch cost does not leak into the timing of small problems."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(2_000_000)
     start.record()
     for _ in range(reps):
         fn()
@@ -197,7 +202,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
     """q [R, H, D] -> out [R, H, D]. Decode: seq_lens [R]. Prefill: row_seq, row_len [R].
 
     The tile config is tuned once per (cache dtype, heads, head_dim, block size, kind, rows and
-    context buckets): each candidate in CONFIGS is timed on the first eager call of that key (never
+    context buckets): each candidate (CONFIGS x shortest split) is timed on the first eager call of that key (never
     during CUDA-graph capture, nor with STEP3_MFA_TUNE=0: then the first candidate that compiles).
     """
     R, H, D = q.shape
@@ -217,7 +222,9 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
     tune = q.is_cuda and not torch.cuda.is_current_stream_capturing() \
         and os.environ.get("STEP3_MFA_TUNE", "1") != "0"
     best, best_ms = None, float("inf")
-    for cfg in CONFIGS[fp8]:
+    # candidates: tile config x shortest split (128 tokens: more parallelism for short or few
+    # sequences; 512: less partial-output traffic)
+    for cfg in [c + (m,) for m in (512, 128) for c in CONFIGS[fp8]]:
         try:
             out = _launch(cfg, *args)
         except triton.runtime.errors.OutOfResources:

@@ -190,6 +190,10 @@ def test_moe_experts_kernel(case):
     if dtype == FP8:
         _poison()
         assert rel_err(moe_gpu(*args, offset, imprecise=32), ref) < TOL
+        _poison()  # the optional split-K path (narrow up tiles, K-split down projection)
+        assert rel_err(moe_gpu(*args, offset, split_k=2), ref) < FP8_MOE_TOL
+    else:
+        assert rel_err(moe_gpu(*args, offset, split_k=3), ref) < TOL
 
 
 def test_moe_experts_kernel_full_width_fp8():
