@@ -165,7 +165,7 @@ def kv_append(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: 
           "kv_append: k, v must be [tokens, head_dim] matching the cache")
     if use_triton(k, k_cache) and k.stride(-1) == 1 and v.stride(-1) == 1 \
             and k_cache.stride(-1) == 1 and k.shape[1] & (k.shape[1] - 1) == 0:
-        from plugins.triton_kernels.mfa import kv_append as kv_append_gpu
+        from plugins.triton_kernels.kv_append import kv_append as kv_append_gpu
         kv_append_gpu(k, v, k_cache, v_cache, slot_mapping.contiguous(), k_scale, v_scale)
         return
     kv_append_ref(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)

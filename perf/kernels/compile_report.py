@@ -22,7 +22,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from plugins.triton_kernels import fp8, mfa, moe  # noqa: E402
+from plugins.triton_kernels import fp8, kv_append, mfa, moe  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DIV16 = {"K", "N", "HD", "I", "M", "tokens_per_split"}
@@ -66,7 +66,7 @@ def main():
                    w, s, f"attn {'fp8' if is_fp8 else 'bf16'} cfg={cfg}")
     report(mfa._merge_kernel, {"po_ptr": bf, "lse_ptr": "*fp32", "o_ptr": bf}, dict(BLOCK_D=64, BLOCK_S=64),
            4, 3, "merge")
-    report(mfa._kv_append_kernel, {"k_ptr": bf, "v_ptr": bf, "kc_ptr": f8, "vc_ptr": f8, "slot_ptr": "*i64",
+    report(kv_append._kv_append_kernel, {"k_ptr": bf, "v_ptr": bf, "kc_ptr": f8, "vc_ptr": f8, "slot_ptr": "*i64",
                                    "ks_ptr": "*fp32", "vs_ptr": "*fp32"},
            dict(BS=16, D=256, SCALE=2, QUANT=True), 4, 3, "kv_append fp8")
     report(fp8._quant_kernel, {"x_ptr": bf, "q_ptr": f8, "s_ptr": "*fp32"}, dict(BLOCK=128, STATIC=False),
