@@ -125,11 +125,12 @@ def test_rope_is_rotate_half_and_relative():
 @torch.no_grad()
 def test_generation_stops_at_eos_and_sampling_is_seeded(model):
     V = model.config.vocab_size
-    prompt = torch.randint(0, V, (6,)).tolist()
+    prompt = torch.randint(0, V, (6,), generator=torch.Generator().manual_seed(1)).tolist()
     first = generate(model, [prompt], SamplingParams(max_new_tokens=5, greedy=True))[0]
+    eos = first[1]
     stopped = generate(model, [prompt], SamplingParams(max_new_tokens=5, greedy=True),
-                       eos_token_id=first[1])[0]
-    assert stopped == first[:2]
+                       eos_token_id=eos)[0]
+    assert stopped == first[:first.index(eos) + 1]
     sampled = SamplingParams(max_new_tokens=12, temperature=1.3, top_k=50, top_p=0.95, seed=7)
     a = generate(model, [prompt], sampled)
     assert a == generate(model, [prompt], sampled)
