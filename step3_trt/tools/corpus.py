@@ -25,6 +25,7 @@ The corpus depends on the Python build (docstrings change between releases); the
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib
 import inspect
@@ -188,7 +189,10 @@ def build_documents(modules: tuple[str, ...] = MODULES) -> list[Document]:
 
     seen: set[str] = set()
     docs: list[Document] = []
-    for name, raw in sources():
+    with warnings.catch_warnings():  # reading some attributes warns (deprecated aliases)
+        warnings.simplefilter("ignore")
+        pairs = list(sources())
+    for name, raw in pairs:
         if not raw:
             continue
         text = "\n".join(line.rstrip() for line in raw.strip().expandtabs(4).splitlines())
@@ -218,5 +222,11 @@ def split_documents(docs: list[Document]) -> Splits:
     return Splits(train, heldout, calib)
 
 
+@functools.lru_cache(maxsize=2)
+def cached_documents(modules: tuple[str, ...] = MODULES) -> tuple[Document, ...]:
+    """`build_documents`, built once per process (the build imports and parses for seconds)."""
+    return tuple(build_documents(modules))
+
+
 def build_splits(modules: tuple[str, ...] = MODULES) -> Splits:
-    return split_documents(build_documents(modules))
+    return split_documents(list(cached_documents(modules)))

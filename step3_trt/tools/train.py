@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--eval-every", type=int, default=100,
                    help="score 16 held-out windows every N steps (default 100; 0 = never)")
+    p.add_argument("--eval-windows", type=int, default=None,
+                   help="score only the first N windows of heldout/calib at the end (default all)")
     p.add_argument("--config", type=json.loads, default=None, metavar="JSON",
                    help="override fields of the STDLIB_TINY text config (for tests), e.g. "
                         "'{\"hidden_size\": 64}'")
@@ -120,7 +122,8 @@ def sample_completion(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything `main` does; returns the TRAINING.json record."""
+    """The whole run (under the thread and determinism settings `main` applies); returns the
+    TRAINING.json record."""
     from tqdm import tqdm
 
     from step3_trt.config import Step3Config
@@ -135,8 +138,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists (pass --overwrite to replace it)")
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
     text_cfg = {**STDLIB_TINY, **(args.config or {})}
     cfg = Step3Config.from_dict({**text_cfg, "torch_dtype": "float32"})
@@ -182,8 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     write_checkpoint(args.out, text_cfg, tensors, tokenizer, shards_bytes=max(nbytes // 4, 1),
                      extra_tensors=vision_tensors(cfg.hidden_size, dtype, args.seed),
                      overwrite=True)
-    heldout = evaluate_checkpoint(args.out, args.data_dir / "heldout.txt", settings.seq_len)
-    calib = evaluate_checkpoint(args.out, args.data_dir / "calib.txt", settings.seq_len)
+    heldout, calib = (evaluate_checkpoint(args.out, args.data_dir / f"{name}.txt", settings.seq_len,
+                                          batch_size=16, max_windows=args.eval_windows)
+                      for name in ("heldout", "calib"))
     completion = sample_completion(args.out, SAMPLE_PROMPT)
     tail = result.losses[-20:]
     record = {
@@ -222,11 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
+    # Process-wide torch settings for the run, restored afterwards (main may be called in-process).
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
     try:
         run(args)
     except (ValueError, FileExistsError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     return 0
 
 

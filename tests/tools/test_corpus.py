@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from step3_trt.tools.corpus import (CALIB_BUCKETS, HELDOUT_BUCKETS, MIN_DOC_CHARS, Splits,
-                                    bucket, build_documents, split_documents)
+                                    bucket, build_documents, cached_documents,
+                                    split_documents)
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINING_JSON = ROOT / "models" / "step3-tiny" / "TRAINING.json"
@@ -17,7 +18,7 @@ TRAINING_JSON = ROOT / "models" / "step3-tiny" / "TRAINING.json"
 
 @pytest.fixture(scope="module")
 def docs():
-    return build_documents()
+    return list(cached_documents())
 
 
 def test_build_is_deterministic(docs):

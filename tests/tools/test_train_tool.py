@@ -83,7 +83,8 @@ def test_bpe_has_the_step3_special_tokens():
 def test_three_step_run_writes_a_loadable_checkpoint(tmp_path):
     out, data = tmp_path / "ckpt", tmp_path / "data"
     argv = ["--out", str(out), "--data-dir", str(data), "--steps", "3", "--batch-size", "2",
-            "--seq-len", "32", "--eval-every", "2", "--config", json.dumps(SMALL)]
+            "--seq-len", "32", "--eval-every", "2", "--eval-windows", "4", "--threads", "1",
+            "--config", json.dumps(SMALL)]
     assert main(argv) == 0
     reader = CheckpointReader(out).validate()
     assert reader.vision_names  # the vision stand-in mirrors the released layout
@@ -96,6 +97,8 @@ def test_three_step_run_writes_a_loadable_checkpoint(tmp_path):
     assert record["steps_done"] == 3 and record["seed"] == 0
     assert 0 < record["final_train_loss"] < math.log(SMALL["vocab_size"]) + 1
     assert record["heldout"]["perplexity"] < 2 * SMALL["vocab_size"]
+    assert record["heldout"]["tokens"] == 4 * 32
     assert record["command"] == "python -m step3_trt.tools.train " + shlex.join(argv)
     assert (data / "heldout.txt").stat().st_size > 0 and (data / "calib.txt").stat().st_size > 0
     assert main(argv) == 2  # refuses to overwrite without --overwrite
+    assert not torch.are_deterministic_algorithms_enabled()  # process settings restored
