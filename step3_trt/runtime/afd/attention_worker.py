@@ -136,7 +136,9 @@ class AttentionWorker:
 
     def _collect(self, k: int, h: torch.Tensor, sends: list, layer: int) -> torch.Tensor:
         with self.tracer.span(f"wait L{layer}", lane=k):
-            self.transport.wait_all(sends)
+            # receive first: a reply can only come once its request arrived, and waiting on
+            # our own sends first could deadlock with FFN ranks replying to other ranks
             partials = [self.transport.recv_partial(f, k, h) for f in self.layout.ffn_ranks]
+            self.transport.wait_all(sends, "send to the FFN ranks")
         return self.executor.combine(h, partials)
 

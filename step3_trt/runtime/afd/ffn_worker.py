@@ -24,8 +24,9 @@ class FfnWorker:
 
     def run(self) -> None:
         hidden = self.executor.config.hidden_size
-        done = set()
+        done, in_flight = set(), []
         while len(done) < self.layout.attention:
+            in_flight = self.transport.reap(in_flight)
             req = self.transport.recv_ffn_request(hidden, self.executor.engine.device)
             if req is None:  # a control message: an attention rank has finished
                 msg, source = self.transport.recv_json()
@@ -37,4 +38,6 @@ class FfnWorker:
                                   source=req.source, tokens=req.y.shape[0]):
                 partial = self.executor.partial(req.layer, req.y, req.route)
             with self.tracer.span(f"reply L{req.layer}", lane=req.micro_batch):
-                self.transport.send_partial(req.source, req.micro_batch, partial)
+                in_flight.append(self.transport.send_partial(req.source, req.micro_batch,
+                                                             partial))
+        self.transport.wait_all(in_flight, "reply to an attention rank")

@@ -136,11 +136,25 @@ class MpiTransport:
             route = (w.to(device), ids.to(device))
         return FfnRequest(source, layer, mb, y.to(device), route)
 
-    def send_partial(self, dest: int, micro_batch: int, partial: torch.Tensor) -> None:
+    def send_partial(self, dest: int, micro_batch: int, partial: torch.Tensor) -> list:
+        """Non-blocking: a blocking send of a large partial to one attention rank could wait on
+        that rank while it waits on another FFN rank's reply (a cycle). Complete with `reap`."""
         data = _bytes(partial)
-        self.comm.Send([data, self.MPI.BYTE], dest=dest, tag=TAG_DATA + micro_batch)
+        return [self.comm.Isend([data, self.MPI.BYTE], dest=dest, tag=TAG_DATA + micro_batch),
+                data]
 
     @staticmethod
-    def wait_all(pending: list) -> None:
-        for req, _buf in pending:
-            req.Wait()
+    def reap(pending: list) -> list:
+        """Drop completed sends; returns those still in flight."""
+        return [p for p in pending if not p[0].Test()]
+
+    def wait_all(self, pending: list, what: str = "send") -> None:
+        """Complete sends, with the same deadline as every other wait."""
+        deadline = time.monotonic() + self.timeout_s
+        pause = 1e-5
+        while pending := self.reap(pending):
+            if time.monotonic() > deadline:
+                raise AfdError(f"{self.names[self.rank]}: a {what} did not complete within "
+                               f"{self.timeout_s:g} s")
+            time.sleep(pause)
+            pause = min(pause * 2, 2e-3)
