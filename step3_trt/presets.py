@@ -61,7 +61,35 @@ TINY_TEXT: dict[str, Any] = {
     "eos_token_id": 257,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_TEXT, "tiny": TINY_TEXT}
+# The bundled model's text config ("stdlib-tiny"): dense layers first and last as in Step-3, MoE
+# in between; one K/V head, low-rank queries; a shared expert narrower than the routed experts.
+STDLIB_TINY: dict[str, Any] = {
+    "model_type": "step3_text",
+    "architectures": ["Step3TextForCausalLM"],
+    "hidden_size": 256,
+    "num_hidden_layers": 6,
+    "vocab_size": 4096,
+    "num_attention_heads": 4,
+    "num_attention_groups": 1,
+    "head_dim": 64,
+    "share_q_dim": 128,
+    "intermediate_size": 768,
+    "moe_num_experts": 8,
+    "moe_top_k": 2,
+    "moe_intermediate_size": 192,
+    "share_expert_dim": 128,
+    "moe_layers_enum": "1,2,3,4",
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000,
+    "max_position_embedding": 1024,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "image_token_id": 4095,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_TEXT, "tiny": TINY_TEXT,
+                                       "stdlib-tiny": STDLIB_TINY}
 # Presets small enough to materialise as random checkpoints on a 24 GB machine.
 RANDOM_CHECKPOINT_PRESETS = ("tiny",)
 
