@@ -16,7 +16,7 @@ from step3_trt.build_config import BuildConfig
 from step3_trt.config import Step3Config
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_from_dict, result_message
-from step3_trt.runtime.afd.transport import MpiTransport
+from step3_trt.runtime.afd.transport import Transport
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.block_manager import BlockManager
 from step3_trt.runtime.engine import RankEngine
@@ -44,7 +44,7 @@ def split_micro_batches(chunks: list[Chunk], parts: int) -> list[list[Chunk]]:
 
 
 class AttentionWorker:
-    def __init__(self, engine_dir: Path, index: int, layout: JobLayout, transport: MpiTransport,
+    def __init__(self, engine_dir: Path, index: int, layout: JobLayout, transport: Transport,
                  tracer: Tracer, device: str | None, micro_batches: int | None):
         build = BuildConfig.from_file(engine_dir / "build_config.yaml")
         engine = RankEngine(engine_dir / "attention" / f"rank{index}", device or build.device,

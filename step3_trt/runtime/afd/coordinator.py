@@ -12,7 +12,7 @@ from pathlib import Path
 
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import request_message
-from step3_trt.runtime.afd.transport import AfdError, MpiTransport
+from step3_trt.runtime.afd.transport import AfdError, Transport
 from step3_trt.sampling import SamplingParams, stop_string_hit
 from step3_trt.tokenizer import Step3Tokenizer
 
@@ -26,7 +26,7 @@ class JobRequest:
 
 
 class Coordinator:
-    def __init__(self, requests: list[JobRequest], layout: JobLayout, transport: MpiTransport,
+    def __init__(self, requests: list[JobRequest], layout: JobLayout, transport: Transport,
                  tokenizer: Step3Tokenizer | None, timeout_s: float, out=sys.stdout,
                  stats_file: Path | None = None):
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))

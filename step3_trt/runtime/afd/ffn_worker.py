@@ -7,14 +7,14 @@ from pathlib import Path
 
 from step3_trt.build_config import BuildConfig
 from step3_trt.runtime.afd.layout import JobLayout
-from step3_trt.runtime.afd.transport import MpiTransport
+from step3_trt.runtime.afd.transport import Transport
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import FfnExecutor
 from step3_trt.runtime.trace import Tracer
 
 
 class FfnWorker:
-    def __init__(self, engine_dir: Path, index: int, layout: JobLayout, transport: MpiTransport,
+    def __init__(self, engine_dir: Path, index: int, layout: JobLayout, transport: Transport,
                  tracer: Tracer, device: str | None):
         build = BuildConfig.from_file(engine_dir / "build_config.yaml")
         engine = RankEngine(engine_dir / "ffn" / f"rank{index}", device or build.device,

@@ -15,6 +15,7 @@ import json
 import struct
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -37,6 +38,21 @@ class FfnRequest:
     micro_batch: int
     y: torch.Tensor  # [T, H]
     route: tuple[torch.Tensor, torch.Tensor] | None  # weights [T, K], ids [T, K] int32
+
+
+class Transport(Protocol):
+    """What the workers and the coordinator use; `MpiTransport` implements it."""
+
+    def send_json(self, obj: dict, dest: int) -> None: ...
+    def poll_json(self, source: int | None = None) -> tuple[dict, int] | None: ...
+    def recv_json(self, source: int | None = None, timeout_s: float | None = None): ...
+    def send_ffn_request(self, dest: int, layer: int, micro_batch: int, y: torch.Tensor,
+                         route) -> list: ...
+    def recv_partial(self, source: int, micro_batch: int, like: torch.Tensor) -> torch.Tensor: ...
+    def recv_ffn_request(self, hidden: int, device) -> FfnRequest | None: ...
+    def send_partial(self, dest: int, micro_batch: int, partial: torch.Tensor) -> list: ...
+    def reap(self, pending: list) -> list: ...
+    def wait_all(self, pending: list, what: str = "send") -> None: ...
 
 
 def _tensor(buf: np.ndarray, offset: int, nbytes: int, dtype, shape) -> torch.Tensor:
