@@ -7,6 +7,7 @@ text config. Every error names the offending field. Nothing here assumes the rel
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ class Step3Config:
     def is_moe_layer(self, layer: int) -> bool:
         return layer in self._moe_set
 
-    @property
+    @functools.cached_property
     def _moe_set(self) -> frozenset[int]:
         return frozenset(self.moe_layers)
 
