@@ -31,6 +31,16 @@ class Dtypes:
     activations: str = choice("auto", "float32", "bfloat16", "float16", default="auto")
     kv_cache: str = choice("auto", "float32", "bfloat16", "float16", "fp8", default="auto")
 
+    def resolved(self, checkpoint_dtype: str) -> tuple[str, str, str]:
+        """(weights, activations, kv_cache) with `auto` filled in: weights take the checkpoint's
+        dtype, activations the weights' (bfloat16 under FP8 weights), the KV cache the
+        activations'."""
+        weights = checkpoint_dtype if self.weights == "auto" else self.weights
+        activations = self.activations if self.activations != "auto" else \
+            ("bfloat16" if weights == "fp8" else weights)
+        kv_cache = activations if self.kv_cache == "auto" else self.kv_cache
+        return weights, activations, kv_cache
+
 
 @dataclass(frozen=True)
 class AttentionMapping:

@@ -33,7 +33,7 @@ def weight_dtype(build: BuildConfig, reader: CheckpointReader) -> str:
     if build.quantization != "none":
         raise BuildConfigError("`quantization: fp8` needs an FP8 checkpoint from "
                                "`step3-trt quantize`; FP8 conversion is not available yet")
-    return reader.config.torch_dtype if build.dtypes.weights == "auto" else build.dtypes.weights
+    return build.dtypes.resolved(reader.config.torch_dtype)[0]
 
 
 def read_piece(reader: CheckpointReader, piece: Piece) -> torch.Tensor:

@@ -13,10 +13,6 @@ GB = 1024**3
 ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1}
 
 
-def resolve(dtype: str, fallback: str) -> str:
-    return fallback if dtype == "auto" else dtype
-
-
 @dataclass(frozen=True)
 class RankMemory:
     rank: str
@@ -29,8 +25,7 @@ class RankMemory:
 
 def memory_plan(cfg: Step3Config, build: BuildConfig) -> list[RankMemory]:
     """One entry per rank; raises BuildConfigError naming the rank if the plan does not fit."""
-    weights = resolve(build.dtypes.weights, cfg.torch_dtype)
-    kv = resolve(build.dtypes.kv_cache, resolve(build.dtypes.activations, cfg.torch_dtype))
+    weights, _, kv = build.dtypes.resolved(cfg.torch_dtype)
     budget = int(build.memory.per_rank_gb * GB)
     reserve = int(build.memory.reserve_gb * GB)
     max_seq = build.runtime.max_seq_len or cfg.max_position_embedding

@@ -20,14 +20,12 @@ from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.reader import TensorStore
 from step3_trt.checkpoint.writer import atomic_directory, link_or_copy, write_tensors
 from step3_trt.config import Step3Config
-from step3_trt.convert.memory_plan import resolve
 from step3_trt.engine.export import compile_graph, default_cache_dir
 from step3_trt.engine.signatures import ROPE_COS, ROPE_SIN, SIGNATURES, weight_names
 from step3_trt.manifest import (ENGINES, FORMAT_VERSION, ROLE_CHECKPOINT, ArtifactError,
                                 read_manifest, write_json)
+from step3_trt.model.load import DTYPES
 from step3_trt.model.reference import rope_cos_sin
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def graphs_for(role: str, cfg: Step3Config, device: str) -> list[str]:
@@ -104,9 +102,8 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
     cfg = Step3Config.from_dict(arch)
     role = role_cfg["role"]
     store = TensorStore(rank_dir)
-    act = DTYPES[resolve(build.dtypes.activations, role_cfg["dtype"])]
-    kv = DTYPES[resolve(build.dtypes.kv_cache, resolve(build.dtypes.activations,
-                                                         role_cfg["dtype"]))]
+    _, act_name, kv_name = build.dtypes.resolved(role_cfg["dtype"])
+    act, kv = DTYPES[act_name], DTYPES[kv_name]
     (out / "graphs").mkdir(parents=True)
     for f in sorted(p.name for p in rank_dir.glob("*.safetensors*")):
         link_or_copy(rank_dir / f, out / f)
@@ -131,8 +128,7 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
     write_json(out / "engine.json", {
         "format": ENGINES, "format_version": FORMAT_VERSION, "role": role,
         "rank": role_cfg["rank"], "mapping": role_cfg["mapping"], "architecture": arch,
-        "dtypes": {"weights": role_cfg["dtype"], "activations": str(act).removeprefix("torch."),
-                   "kv_cache": str(kv).removeprefix("torch.")},
+        "dtypes": {"weights": role_cfg["dtype"], "activations": act_name, "kv_cache": kv_name},
         "quantization": role_cfg["quantization"], "plugin_ops": plugins.OP_VERSIONS,
         "graphs": graph_entries, "weight_dirs": [".", "extra"] if extra else ["."],
         "build_config": {"name": build.name, "digest": build.digest()},

@@ -20,13 +20,31 @@ from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import AttentionExecutor, FfnExecutor
 from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
 from step3_trt.sampling import SamplingParams, sample
-from step3_trt.tokenizer import load_tokenizer
+from step3_trt.tokenizer import Step3Tokenizer, load_tokenizer
 
 
 def kv_blocks(cfg: Step3Config, build: BuildConfig) -> int:
     """Blocks of the attention ranks' KV cache, from the build config's memory plan."""
     capacity = next(r for r in memory_plan(cfg, build) if r.rank.startswith("attention"))
     return capacity.kv_capacity_tokens // build.kv_cache.block_size
+
+
+def make_scheduler(cfg: Step3Config, build: BuildConfig, num_blocks: int,
+                   eos_token_id: int | None, tokenizer: Step3Tokenizer | None) -> Scheduler:
+    """The scheduler an attention rank runs, sized by the build config."""
+    return Scheduler(
+        BlockManager(num_blocks, build.kv_cache.block_size),
+        SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
+        build.runtime.max_seq_len or cfg.max_position_embedding, eos_token_id,
+        detokenize=tokenizer.decode if tokenizer else None)
+
+
+def sample_chunks(chunks: list[Chunk], logits: torch.Tensor,
+                  generators: dict[int, torch.Generator | None]) -> dict[int, int]:
+    """Next token of every chunk that ends at its request's last token (logits row i: chunk i)."""
+    return {c.request.request_id: sample(logits[i], c.request.params,
+                                         generators[c.request.request_id])
+            for i, c in enumerate(chunks) if c.samples}
 
 
 class LocalRunner:
@@ -64,11 +82,8 @@ class LocalRunner:
         vocab = self.config.vocab_size
         if any(not 0 <= t < vocab for p in prompts for t in p):
             raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        scheduler = Scheduler(
-            BlockManager(self.num_blocks, self.build.kv_cache.block_size),
-            SchedulerConfig(self.build.runtime.max_batch, self.build.runtime.max_tokens_per_step),
-            self.build.runtime.max_seq_len or self.config.max_position_embedding, eos_token_id,
-            detokenize=self.tokenizer.decode if self.tokenizer else None)
+        scheduler = make_scheduler(self.config, self.build, self.num_blocks, eos_token_id,
+                                   self.tokenizer)
         requests = [Request(i, list(p), sp) for i, (p, sp) in enumerate(zip(prompts, per_seq))]
         generators = {r.request_id: r.params.generator() for r in requests}
         for r in requests:
@@ -78,8 +93,5 @@ class LocalRunner:
             if not chunks:
                 raise RuntimeError("the scheduler could not place any request (KV cache too small)")
             logits = self.step(scheduler, chunks)
-            sampled = {c.request.request_id: sample(logits[i], c.request.params,
-                                                    generators[c.request.request_id])
-                       for i, c in enumerate(chunks) if c.samples}
-            scheduler.finish_step(chunks, sampled)
+            scheduler.finish_step(chunks, sample_chunks(chunks, logits, generators))
         return [r.output for r in requests]

@@ -18,13 +18,11 @@ from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_from_dict, result_message
 from step3_trt.runtime.afd.transport import Transport
 from step3_trt.runtime.batch import make_batch
-from step3_trt.runtime.block_manager import BlockManager
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import AttentionExecutor
-from step3_trt.runtime.local import kv_blocks
-from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
+from step3_trt.runtime.local import kv_blocks, make_scheduler, sample_chunks
+from step3_trt.runtime.scheduler import Chunk, Request
 from step3_trt.runtime.trace import Tracer
-from step3_trt.sampling import sample
 from step3_trt.tokenizer import load_tokenizer
 
 
@@ -49,15 +47,11 @@ class AttentionWorker:
         build = BuildConfig.from_file(engine_dir / "build_config.yaml")
         engine = RankEngine(engine_dir / "attention" / f"rank{index}", device or build.device,
                             build.digest())
-        self.executor = AttentionExecutor(engine, kv_blocks(Step3Config.from_dict(engine.arch),
-                                                            build))
-        cfg = self.executor.config
-        tokenizer = load_tokenizer(engine_dir)
-        self.scheduler = Scheduler(
-            BlockManager(self.executor.k_cache.shape[1], build.kv_cache.block_size),
-            SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
-            build.runtime.max_seq_len or cfg.max_position_embedding, cfg.eos_token_id,
-            detokenize=tokenizer.decode if tokenizer else None)
+        cfg = Step3Config.from_dict(engine.arch)
+        num_blocks = kv_blocks(cfg, build)
+        self.executor = AttentionExecutor(engine, num_blocks)
+        self.scheduler = make_scheduler(cfg, build, num_blocks, cfg.eos_token_id,
+                                        load_tokenizer(engine_dir))
         self.micro_batches = micro_batches or build.runtime.micro_batches
         self.layout, self.transport, self.tracer = layout, transport, tracer
         self.device = engine.device
@@ -128,10 +122,7 @@ class AttentionWorker:
             with self.tracer.span("head", lane=k):
                 logits.append(ex.logits(xs[k], batch))
         flat_chunks = [c for g in groups for c in g]
-        all_logits = torch.cat(logits)
-        sampled = {c.request.request_id: sample(all_logits[i], c.request.params,
-                                                self.generators[c.request.request_id])
-                   for i, c in enumerate(flat_chunks) if c.samples}
+        sampled = sample_chunks(flat_chunks, torch.cat(logits), self.generators)
         return self.scheduler.finish_step(flat_chunks, sampled)
 
     def _collect(self, k: int, h: torch.Tensor, sends: list, layer: int) -> torch.Tensor:
