@@ -17,6 +17,10 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="role checkpoint directory from `convert`")
     p.add_argument("--config", required=True, help="the build config YAML used by `convert`")
     p.add_argument("--out", required=True, help="engine directory")
+    p.add_argument("--backend", choices=["onnx"], default=None,
+                   help="build ONNX engines (graphs with step3-domain plugin nodes, see "
+                        "docs/onnx.md) instead of the config's backend; the role checkpoints "
+                        "need no re-conversion")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="compiled-graph cache (default: ~/.cache/step3-trt/graphs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -31,7 +35,12 @@ def run(args) -> int:
 
     warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)  # torch.export internals
     build = BuildConfig.from_file(args.config)
-    out, reused = build_engines(args.checkpoint, build, args.out, cache_dir=args.cache_dir,
-                                progress=not args.no_progress)
+    if args.backend == "onnx":
+        from step3_trt.onnx.build import build_onnx_engines
+        out, reused = build_onnx_engines(args.checkpoint, build, args.out,
+                                         cache_dir=args.cache_dir, progress=not args.no_progress)
+    else:
+        out, reused = build_engines(args.checkpoint, build, args.out, cache_dir=args.cache_dir,
+                                    progress=not args.no_progress)
     print(f"engines in {out} are up to date" if reused else f"built engines into {out}")
     return 0

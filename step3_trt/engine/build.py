@@ -59,6 +59,9 @@ def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
                   cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, bool]:
     """Build every rank's engine. Returns (out, reused): reused is True when `out` already holds
     engines built from the same inputs, which are then left as they are."""
+    if build.backend == "onnx":  # ONNX graphs with step3-domain plugin nodes (docs/onnx.md)
+        from step3_trt.onnx.build import build_onnx_engines
+        return build_onnx_engines(role_dir, build, out, cache_dir=cache_dir, progress=progress)
     role_dir, out = Path(role_dir), Path(out)
     manifest = read_manifest(role_dir, ROLE_CHECKPOINT)
     if manifest["build_config"]["digest"] != build.digest():
@@ -67,7 +70,8 @@ def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
             f"({manifest['build_config']['digest']}), not `{build.name}` ({build.digest()}); "
             f"run `step3-trt convert` with this config first")
     if build.backend != "inductor":
-        raise BuildConfigError(f"`backend: {build.backend}` is not available yet; use inductor")
+        raise BuildConfigError(f"`backend: {build.backend}` is not available yet; "
+                               f"use inductor or onnx")
     if build.device == "cuda" and not torch.cuda.is_available():
         raise BuildConfigError("`device: cuda` but no CUDA GPU is visible")
     digest = inputs_digest(manifest, build)

@@ -38,7 +38,11 @@ class RankEngine:
             file = self.dir / entry["file"]
             if not file.is_file():
                 raise ArtifactError(f"{self.dir}: graph file {entry['file']} is missing")
-            self.graphs[name] = torch._inductor.aoti_load_package(str(file))
+            if self.meta["backend"] == "onnx":  # ONNX Runtime (step3_trt/onnx/session.py)
+                from step3_trt.onnx.session import load_graph
+                self.graphs[name] = load_graph(file, entry, self.device)
+            else:
+                self.graphs[name] = torch._inductor.aoti_load_package(str(file))
 
     def _check(self, build_digest: str | None) -> None:
         m = self.meta
