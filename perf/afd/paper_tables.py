@@ -94,9 +94,11 @@ def budget_checks(dims: Step3Dims, sla_s: float = 50e-3) -> list[Check]:
     """§3.1 stage budgets and §6's L20 sizing, recomputed."""
     per_stage = COMM_BUDGET_S / dims.layers
     rows = [
-        Check("per-layer stage budget, 3-stage (50 ms/3/61)", "§6, §7.2", 272e-6,
-              sla_s / 3 / dims.layers, "s", 0.005, "paper divides its rounded 16.6 ms by 61"),
-        Check("per-stage budget, 4-stage pipeline", "§3.1 fn. 3", 12.5e-3, sla_s / 4, "s", 0.0),
+        Check("per-layer stage budget, 3-stage (50 ms/3/61)", "§6, §7.2", 272.0,
+              sla_s / 3 / dims.layers * 1e6, "us", 0.005,
+              "paper divides its rounded 16.6 ms by 61"),
+        Check("per-stage budget, 4-stage pipeline", "§3.1 fn. 3", 12.5, sla_s / 4 * 1e3, "ms",
+              0.0),
     ]
     l20_bw = 864e9
     window = l20_bw * per_stage

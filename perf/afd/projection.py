@@ -29,8 +29,16 @@ class SplitResult:
                 "bound": self.search.bound,
                 "max_per_gpu_by_memory": self.search.max_per_gpu_by_memory,
                 "best": p.to_json() if p else None,
-                "curve": [{"per_gpu": n, "tpot_ms": t, "tokens_per_s_per_gpu": g}
-                          for n, t, g in self.curve]}
+                "curve": {"columns": ["per_gpu", "tpot_ms", "tokens_per_s_per_gpu"],
+                          "rows": [[n, round(t, 3), round(g, 1)] for n, t, g in _thin(self.curve)]}}
+
+
+def _thin(rows: list, keep: int = 48) -> list:
+    """At most ``keep`` evenly spaced rows of a curve, always with its last row."""
+    if len(rows) <= keep:
+        return rows
+    step = -(-len(rows) // keep)
+    return rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else [])
 
 
 def project(model: StageModel, base: Deployment, splits: tuple[str, ...],

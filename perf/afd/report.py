@@ -85,8 +85,16 @@ def context_table(rows: Sequence[dict]) -> str:
 def write_json(path: Path, obj: dict) -> Path:
     """Write ``obj`` as indented JSON, creating the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+    text = json.dumps(obj, indent=1)
+    path.write_text(_inline_rows(text) + "\n")
     return path
+
+
+def _inline_rows(text: str) -> str:
+    """Put innermost numeric lists ([1, 2.5, 3]) on one line, to keep curve tables short."""
+    import re
+    return re.sub(r"\[\s+([-0-9.e, \n]+?)\s+\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
 def plot_curves(path: Path, results: Sequence[SplitResult], title: str, sla_ms: float,
