@@ -153,3 +153,27 @@ def test_the_documented_example_loads_and_runs_through_the_cli(tmp_path):
                  "--out", str(tmp_path), "--no-plot"]) == 0
     out = json.loads((tmp_path / "afd_model_measured_layers_example.json").read_text())
     assert out["mode"] == "measured" and out["best_2a2f"]["tpot_ms"] <= 50
+
+
+def test_layer_times_composed_from_the_committed_kernel_results():
+    from perf.afd.from_kernels import RESULTS, compose, gemm_rate, gemm_us
+    raw = compose(RESULTS)
+    data = parse_layer_times(raw, "composed")
+    mfa = json.loads((RESULTS / "kernels_mfa_decode.json").read_text())
+    decode = next(r["ms"] * 1e3 for r in mfa["rows"]
+                  if (r["B"], r["L"], r["kv"]) == (128, 4096, "fp8"))
+    assert data.attention.at(128, 4096) > decode  # decode kernel plus the three GEMMs
+    assert {(t.ffn_gpus, t.kind) for t in data.ffn} == {(16, "moe"), (16, "dense"),
+                                                         (8, "moe"), (8, "dense")}
+    rate = gemm_rate(json.loads((RESULTS / "kernels_fp8_linear.json").read_text())["rows"])
+    # below the smallest measured M a GEMM is weight-bound: its time does not shrink
+    assert gemm_us(1, 7168 * 10240, rate) == pytest.approx(gemm_us(16, 7168 * 10240, rate))
+    assert gemm_us(16, 7168 * 10240, rate) == pytest.approx(40.0, rel=0.01)  # measured 0.040 ms
+
+
+def test_the_format_example_in_the_docs_is_valid():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "afd-model.md").read_text()
+    block = doc.split("```json", 1)[1].split("```", 1)[0]
+    data = parse_layer_times(json.loads(block), "docs/afd-model.md")
+    assert data.attention.at(128, 4096) == pytest.approx(230.4)
+    assert data.ffn_table(16, "dense").at(2048) == pytest.approx(90.0)
