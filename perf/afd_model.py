@@ -133,7 +133,8 @@ def run_projection(args: argparse.Namespace) -> dict:
     if best is not None:
         print(f"\nprojected 2A2F: {best.tokens_per_s_per_gpu:,.0f} tokens/s/GPU at TPOT "
               f"{best.tpot_ms:.1f} ms (paper: {PAPER_TGS:,.0f} on H800)")
-    title = f"Step-3 AFD, {label}, {args.context // 1024}K context, KV {'fp8' if kv == 1 else 'bf16'}"
+    kv_name = "fp8" if kv == 1 else "bf16"
+    title = f"Step-3 AFD, {label}, {args.context // 1024}K context, KV {kv_name}"
     return {"mode": "measured" if args.measured else "roofline", "model": _describe(roof),
             "measured_file": args.measured, "deployment": _dep_json(base),
             "paper_point": paper_pt.to_json() if paper_pt else None,

@@ -7,6 +7,7 @@ the paper's presets are Table 4 of arXiv 2507.19427 plus its §5.4 NIC assumptio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from .checks import AfdInputError, nonnegative, positive
 
@@ -44,7 +45,7 @@ class Hardware:
 # completion between two hosts under one ToR switch); docs/afd-model.md shows the sensitivity.
 _LATENCY = 10e-6
 
-_PRESETS: dict[str, Hardware] = {
+_PRESETS = MappingProxyType({
     "h800": Hardware("h800", hbm_bw=3.35e12, bf16_flops=9.89e14, fp8_flops=1.98e15,
                      memory_bytes=80e9, nic_bw=50e9, link_latency_s=_LATENCY, nvlink_bw=200e9,
                      source="paper Table 4 (peak), 400Gbps x 8 NICs/server (§5.4); "
@@ -75,7 +76,7 @@ _PRESETS: dict[str, Hardware] = {
                      nvlink_bw=450e9,
                      source="estimate: H100 measured compute, H200 datasheet HBM derated like "
                             "the H100's; NIC/NVLink assumed as for h100"),
-}
+})
 
 
 def hardware(name: str) -> Hardware:

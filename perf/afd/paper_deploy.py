@@ -114,7 +114,8 @@ def deployment_checks(dims: Step3Dims | None = None) -> list[Check]:
 
 def upcycled_checks(dims: Step3Dims) -> list[Check]:
     """§7.3 "scaling Step-3 to > 600B": the network-limited micro-batch and its throughput."""
-    payload = WireFormat(scale_bytes=0, id_bytes=0, weight_bytes=0)  # "8-bit dispatch, 16-bit combine"
+    # the paper counts payload only: "8-bit dispatch, 16-bit combine"
+    payload = WireFormat(scale_bytes=0, id_bytes=0, weight_bytes=0)
     dep = replace(Deployment(3, 4, oproj_tp=8), wire=payload)
     round_trip = (payload.a2f_bytes_per_token(dims.hidden, dims.top_k)
                   + payload.f2a_bytes_per_token(dims.hidden)) * dep.ffn_instances

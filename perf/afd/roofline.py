@@ -19,7 +19,8 @@ US = 1e6  # microseconds per second
 
 
 def op_us(nbytes: float, flops: float, bw: float, peak: float) -> float:
-    """Roofline time of one kernel in µs: the larger of bytes/bw and flops/peak (bytes/s, FLOP/s)."""
+    """Roofline time of one kernel in µs: max(bytes / bw, flops / peak), bw in bytes/s and peak
+    in FLOP/s."""
     return max(nbytes / bw, flops / peak) * US
 
 
