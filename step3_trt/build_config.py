@@ -89,6 +89,10 @@ class BuildConfig:
     name: str = "unnamed"
     device: str = choice("cpu", "cuda", default="cpu")
     backend: str = choice("inductor", "onnx", "tensorrt", default="inductor")
+    # How inductor graphs are stored: `aoti` = AOTInductor packages compiled at build time;
+    # `exported` = serialized torch.export programs that `torch.compile` compiles when a rank
+    # loads them (for machines where AOTI packages do not load; see docs/decisions.md).
+    graph_format: str = choice("aoti", "exported", default="aoti")
     quantization: str = choice("none", "fp8", default="none")
     dtypes: Dtypes = field(default_factory=Dtypes)
     mapping: Mapping = field(default_factory=Mapping)

@@ -123,9 +123,11 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
         weights = [(extra[w] if w in extra else store.get(w)).to(build.device)
                    for w in weight_names(sig, layer)]
         hit = compile_graph(sig, arch, weights, act, kv, build.kv_cache.block_size, build.device,
-                            plugins.OP_VERSIONS, out / "graphs" / f"{name}.pt2", cache_dir)
+                            plugins.OP_VERSIONS, out / "graphs" / f"{name}.pt2", cache_dir,
+                            build.graph_format)
         bar.write(f"  {out.parent.name}/{out.name}: {name} {'(cached)' if hit else 'compiled'}")
-        graph_entries[name] = {"file": f"graphs/{name}.pt2", **sig.to_dict()}
+        graph_entries[name] = {"file": f"graphs/{name}.pt2", "format": build.graph_format,
+                              **sig.to_dict()}
     if extra:
         (out / "extra").mkdir()
         write_tensors(out / "extra", list(extra.items()))

@@ -76,24 +76,35 @@ def runtime_examples(sig: GraphSignature, arch: dict, act: torch.dtype, kv: torc
 
 
 def cache_key(sig: GraphSignature, arch: dict, weights: list[torch.Tensor],
-              runtime: list[torch.Tensor], plugin_versions: dict, device: str) -> str:
+              runtime: list[torch.Tensor], plugin_versions: dict, device: str,
+              graph_format: str) -> str:
     blob = json.dumps({
         "graph": sig.to_dict(), "arch": {k: arch[k] for k in sorted(arch)},
         "weights": [(tuple(w.shape), str(w.dtype)) for w in weights],
         "runtime": [(t.dim(), str(t.dtype)) for t in runtime],
         "plugins": plugin_versions, "torch": torch.__version__, "device": device,
-        "graphs_source": hashlib.sha256(Path(graphs.__file__).read_bytes()).hexdigest(),
+        "graph_format": graph_format, "graphs_source": hashlib.sha256(Path(graphs.__file__).read_bytes()).hexdigest(),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def save_exported(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Write a program that holds no tensors (weights are inputs), so loading it unpickles
+    nothing: the example inputs, the only tensors torch.export.save would pickle, are dropped."""
+    if program.state_dict or program.constants:
+        raise ValueError(f"{path.name}: an exported graph must take its weights as inputs")
+    program._example_inputs = None
+    torch.export.save(program, str(path))
+
+
 def compile_graph(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], act: torch.dtype,
                   kv: torch.dtype, block_size: int, device: str, plugin_versions: dict,
-                  out_file: Path, cache_dir: Path) -> bool:
-    """Export and AOT-compile `sig` into `out_file`. Returns True if it came from the cache."""
+                  out_file: Path, cache_dir: Path, graph_format: str = "aoti") -> bool:
+    """Export `sig` and store it in `graph_format` (`aoti`: AOT-compiled package; `exported`:
+    the serialized program) at `out_file`. Returns True if it came from the cache."""
     examples = runtime_examples(sig, arch, act, kv, block_size, device)
     runtime = [t for t, _ in examples]
-    key = cache_key(sig, arch, weights, runtime, plugin_versions, device)
+    key = cache_key(sig, arch, weights, runtime, plugin_versions, device, graph_format)
     cached = cache_dir / f"{sig.name}-{key}.pt2"
     if not cached.is_file():
         module = graph_module(sig, arch)
@@ -102,7 +113,10 @@ def compile_graph(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], 
             program = torch.export.export(module, (*runtime, *weights), dynamic_shapes=dynamic)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}.pt2")
-        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+        if graph_format == "aoti":
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+        else:
+            save_exported(program, tmp)
         os.replace(tmp, cached)
         hit = False
     else:

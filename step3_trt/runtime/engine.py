@@ -16,6 +16,16 @@ from step3_trt.checkpoint.reader import TensorStore
 from step3_trt.manifest import ENGINES, FORMAT_VERSION, ArtifactError
 
 
+def load_inductor_graph(file: Path, graph_format: str):
+    """A callable graph: an AOTInductor package as it is, or an exported program compiled now
+    (dynamic shapes, so every batch size shares one compile)."""
+    if graph_format == "aoti":
+        return torch._inductor.aoti_load_package(str(file))
+    if graph_format == "exported":
+        return torch.compile(torch.export.load(str(file)).module(), dynamic=True, fullgraph=True)
+    raise ArtifactError(f"{file}: unknown graph format {graph_format!r}; rebuild the engines")
+
+
 class RankEngine:
     def __init__(self, rank_dir: str | Path, device: str | torch.device = "cpu",
                  build_digest: str | None = None):
@@ -42,7 +52,7 @@ class RankEngine:
                 from step3_trt.onnx.session import load_graph
                 self.graphs[name] = load_graph(file, entry, self.device)
             else:
-                self.graphs[name] = torch._inductor.aoti_load_package(str(file))
+                self.graphs[name] = load_inductor_graph(file, entry.get("format", "aoti"))
 
     def _check(self, build_digest: str | None) -> None:
         m = self.meta

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.gpu
 
 def cuda_config(dtype: str) -> BuildConfig:
     raw = BuildConfig.from_file(REPO / "build_configs" / "tiny-cpu-2a2f.yaml").to_dict()
-    raw.update(name=f"tiny-cuda-{dtype}", device="cuda")
+    raw.update(name=f"tiny-cuda-{dtype}", device="cuda", graph_format="exported")
     raw["dtypes"] = {"weights": dtype, "activations": dtype, "kv_cache": dtype}
     return BuildConfig.from_dict(raw)
 
