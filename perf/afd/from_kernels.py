@@ -61,11 +61,11 @@ def compose(kernels: Path, dims: Step3Dims | None = None) -> dict:
     roof = Roofline(hardware("h100"))
     ffn = []
     for g, local in ((16, 3), (8, 6)):
-        dep = Deployment(1, 1, ffn_gpus=g)
+        dep = Deployment(1, g // 8)  # g FFN GPUs in 8-GPU hosts
         for kind in ("moe", "dense"):
             us = []
-            for m in m_list:
-                coll = roof.comm_us(dep, m // g)  # the micro-batch reaches one 8-GPU host
+            for m in m_list:  # each FFN host all-gathers the whole m-token micro-batch
+                coll = roof.comm_us(dep, m // dep.attn_gpu_count)
                 t = coll.get("ffn_gather", 0.0) + coll.get("ffn_scatter", 0.0)
                 if kind == "moe":
                     lo, hi = experts[(m, 3)], experts[(m, 12)]
