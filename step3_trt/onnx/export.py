@@ -12,7 +12,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from step3_trt.engine.export import cache_key, graph_module, runtime_examples
+from step3_trt.engine import graphs
+from step3_trt.engine.export import graph_module, runtime_examples
 from step3_trt.engine.signatures import GraphSignature
 from step3_trt.onnx.translate import UPDATES_KEY, to_onnx
 
@@ -26,6 +27,20 @@ def exporter_digest() -> str:
     for path in _SOURCES:
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()
+
+
+def cache_key(sig: GraphSignature, arch: dict, weights: list[torch.Tensor],
+              runtime: list[torch.Tensor], plugin_versions: dict) -> str:
+    """Everything an exported ONNX graph depends on: signature, architecture, shapes and dtypes,
+    plugin versions, torch, the graph source and the exporter's source."""
+    blob = json.dumps({
+        "graph": sig.to_dict(), "arch": {k: arch[k] for k in sorted(arch)},
+        "weights": [(tuple(w.shape), str(w.dtype)) for w in weights],
+        "runtime": [(t.dim(), str(t.dtype)) for t in runtime], "plugins": plugin_versions,
+        "torch": torch.__version__, "exporter": exporter_digest(),
+        "graphs_source": hashlib.sha256(Path(graphs.__file__).read_bytes()).hexdigest(),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def export_program(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], act: torch.dtype,
@@ -47,8 +62,7 @@ def export_graph(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], a
     """Write `sig`'s ONNX graph to `out_file`. Returns (from the cache?, updates: output ->
     the input it updates). `weights` are the example layer's (their shapes and dtypes matter)."""
     runtime = [t for t, _ in runtime_examples(sig, arch, act, kv, block_size, "cpu")]
-    base = cache_key(sig, arch, weights, runtime, plugin_versions, "onnx")
-    key = hashlib.sha256((base + exporter_digest()).encode()).hexdigest()[:24]
+    key = cache_key(sig, arch, weights, runtime, plugin_versions)
     cached = cache_dir / f"{sig.name}-{key}.onnx"
     hit = cached.is_file()
     if not hit:
