@@ -9,6 +9,7 @@ import torch
 import plugins
 from plugins.onnx import DOMAIN, SPECS
 from step3_trt.checkpoint.reader import TensorStore
+from step3_trt.onnx.trtexec import commands
 from step3_trt.onnx.weights import WEIGHTS_FILE, load_weight_index
 
 RANKS = ("attention/rank0", "attention/rank1", "ffn/rank0", "ffn/rank1")
@@ -96,3 +97,21 @@ def test_plugin_manifest_lists_the_ops_the_graphs_use(bundled):
     assert ops["kv_append"]["updates"] == {"k_cache_out": "k_cache", "v_cache_out": "v_cache"}
     assert [i["name"] for i in ops["moe_experts"]["inputs"] if i["optional"]] == [
         "w_gate_scale", "w_up_scale", "w_down_scale"]
+
+
+def test_trtexec_commands_give_every_dynamic_input_its_range(bundled):
+    cmds = commands(bundled.onnx, "libstep3_plugins.so")
+    graphs = sum(len(engine_json(bundled, r)["graphs"]) for r in RANKS)
+    assert len(cmds) == graphs
+    attn = next(c for c in cmds if "attention/rank0/graphs/attn_prefill.onnx" in c)
+    flags = dict(part.removeprefix("--").split("=", 1) for part in attn.split()[1:] if "=" in part)
+    low, high = (dict(s.split(":") for s in flags[k].split(",")) for k in ("minShapes", "maxShapes"))
+    build = bundled.build
+    assert set(low) == {"x", "positions", "k_cache", "v_cache", "slot_mapping", "block_tables",
+                        "seq_lens", "cu_seqlens_q"}
+    assert high["x"] == f"{build.runtime.max_tokens_per_step}x256" and low["x"] == "1x256"
+    assert high["seq_lens"] == str(build.runtime.max_batch)
+    assert high["cu_seqlens_q"] == str(build.runtime.max_batch + 1)
+    blocks = build.kv_cache.max_tokens // build.kv_cache.block_size
+    assert low["k_cache"] == high["k_cache"] == f"{blocks}x{build.kv_cache.block_size}x64"
+    assert flags["staticPlugins"] == "libstep3_plugins.so" and "--stronglyTyped" in attn
