@@ -12,8 +12,11 @@ import plugins
 from plugins.onnx import DOMAIN, SPECS
 from step3_trt.build_config import BuildConfig
 from step3_trt.engine.build import build_engines
+from step3_trt.engine.export import graph_module, runtime_examples
+from step3_trt.engine.signatures import SIGNATURES
 from step3_trt.manifest import ArtifactError
 from step3_trt.onnx.dtypes import OnnxExportError
+from step3_trt.onnx.export import export_graph
 from step3_trt.onnx.session import check_reference_kernels, load_graph
 from step3_trt.onnx.translate import to_onnx
 from tests.conftest import REPO, make_engines
@@ -109,3 +112,29 @@ def test_backend_onnx_in_the_build_config_builds_and_reuses(tiny_checkpoint, tmp
     before = (engines / "manifest.json").stat().st_mtime_ns
     _, reused = build_engines(roles, build, engines, cache_dir=graph_cache, progress=False)
     assert reused and (engines / "manifest.json").stat().st_mtime_ns == before
+
+
+def test_decode_graph_under_onnx_runtime_matches_the_eager_graph(tmp_path):
+    """attn_decode is built only for CUDA configs; its ONNX form runs on the CPU all the same.
+    float32, same math in another summation order: 1e-5 (see test_onnx_runtime.py)."""
+    arch = {"hidden_size": 32, "head_dim": 16, "num_attention_heads": 2, "moe_top_k": 2,
+            "moe_num_experts": 4, "rms_norm_eps": 1e-5, "share_q_dim": 24}
+    sig = SIGNATURES["attn_decode"]
+    g = torch.Generator().manual_seed(3)
+    H, D, Q = 32, 16, 24
+    weights = [torch.randn(s, generator=g) for s in (
+        (64, D), (64, D), (H,), (Q, H), (Q,), (2 * D, Q), (D, H), (D, H), (H, 2 * D), (H,))]
+    hit, updates = export_graph(sig, arch, weights, torch.float32, torch.float32, 4,
+                                plugins.OP_VERSIONS, tmp_path / "d.onnx", tmp_path / "cache")
+    assert not hit and updates == {"k_cache_out": "k_cache", "v_cache_out": "v_cache"}
+    runtime = [t.clone() for t, _ in runtime_examples(sig, arch, torch.float32, torch.float32, 4,
+                                                      "cpu")]
+    runtime[2].normal_(generator=g)
+    runtime[3].normal_(generator=g)
+    eager_in = [t.clone() for t in runtime]
+    with torch.no_grad():
+        want = graph_module(sig, arch)(*eager_in, *weights)
+    got = load_graph(tmp_path / "d.onnx", {"outputs": list(sig.outputs), "updates": updates},
+                     torch.device("cpu"))(*runtime, *weights)
+    for a, b in zip((*got, *runtime), (*want, *eager_in)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
