@@ -48,6 +48,10 @@ class AttentionExecutor:
     def logits(self, x: torch.Tensor, batch: StepBatch) -> torch.Tensor:
         return self.engine("head", x[batch.last_index])  # [S, V] float32
 
+    def token_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [T, V] float32 at every token of the step (the head graph takes any rows)."""
+        return self.engine("head", x)
+
 
 class FfnExecutor:
     def __init__(self, engine: RankEngine):

@@ -64,17 +64,48 @@ class LocalRunner:
         self.tokenizer = load_tokenizer(self.dir)
 
     @torch.no_grad()
-    def forward(self, batch: StepBatch) -> torch.Tensor:
-        """One engine step: logits [S, V] at each sequence's last new token."""
+    def forward(self, batch: StepBatch, every_token: bool = False) -> torch.Tensor:
+        """One engine step: logits [S, V] at each sequence's last new token, or with
+        `every_token` logits [T, V] at every new token (the batch's flat token order)."""
         x = self.attention.embed(batch)
         for layer in range(self.config.num_hidden_layers):
             h, y, route = self.attention.attention(layer, x, batch)
             x = self.attention.combine(h, [f.partial(layer, y, route) for f in self.ffn])
-        return self.attention.logits(x, batch)
+        return self.attention.token_logits(x) if every_token else self.attention.logits(x, batch)
 
     def step(self, scheduler: Scheduler, chunks: list[Chunk]) -> torch.Tensor:
         tables = [scheduler.blocks.block_table(c.request.request_id) for c in chunks]
         return self.forward(make_batch(chunks, tables, self.device))
+
+    def prompt_logits(self, prompts: list[list[int]]) -> list[torch.Tensor]:
+        """Logits [len(p), V] float32 at every position of each prompt (row t scores token
+        t + 1), by chunked prefill through the paged cache, as `generate` computes them;
+        nothing is generated and the cache is freed afterwards."""
+        vocab = self.config.vocab_size
+        if any(not 0 <= t < vocab for p in prompts for t in p):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        scheduler = make_scheduler(self.config, self.build, self.num_blocks, None, None)
+        if any(len(p) >= scheduler.max_seq_len for p in prompts):
+            raise ValueError(f"prompts to score must be shorter than the engines' maximum "
+                             f"sequence length {scheduler.max_seq_len}")
+        one = SamplingParams(max_new_tokens=1, greedy=True)
+        for i, p in enumerate(prompts):
+            scheduler.add(Request(i, list(p), one))
+        out = [torch.empty(len(p), vocab, dtype=torch.float32) for p in prompts]
+        while scheduler.has_work():
+            chunks = scheduler.schedule()
+            if not chunks:
+                raise RuntimeError("the scheduler could not place any request (KV cache too small)")
+            tables = [scheduler.blocks.block_table(c.request.request_id) for c in chunks]
+            logits = self.forward(make_batch(chunks, tables, self.device), every_token=True)
+            rows = logits.cpu().split([len(c.tokens) for c in chunks])
+            for c, r in zip(chunks, rows):
+                out[c.request.request_id][c.start:c.start + len(c.tokens)] = r
+            scheduler.finish_step([c for c in chunks if not c.samples], {})
+            for c in chunks:
+                if c.samples:
+                    scheduler.finish(c.request, "length")
+        return out
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
                  eos_token_id: int | None = None) -> list[list[int]]:
