@@ -23,6 +23,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     component: str  # for reports: embedding, attention, norm, dense_mlp, router, experts, ...
     layer: int | None = None
+    dtype: str | None = None  # required dtype (FP8 weights, float32 scales); None: any float
 
 
 def layer_specs(cfg: Step3Config, i: int) -> list[TensorSpec]:

@@ -15,8 +15,10 @@ from typing import Any
 import torch
 
 from step3_trt.checkpoint.layout import TensorSpec, is_vision_tensor, text_specs
-from step3_trt.checkpoint.safetensors_header import CheckpointError, TensorEntry, read_header
+from step3_trt.checkpoint.safetensors_header import (CODES, CheckpointError, TensorEntry,
+                                                     read_header)
 from step3_trt.config import Step3Config
+from step3_trt.quant.scheme import Fp8Scheme, QuantConfigError
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -120,7 +122,17 @@ class CheckpointReader(TensorStore):
             raise CheckpointError(f"checkpoint directory {root} does not exist")
         self.config = Step3Config.from_file(root)
         self.raw_config: dict[str, Any] = json.loads((root / "config.json").read_text())
+        try:
+            self.quant: Fp8Scheme | None = Fp8Scheme.from_config(self.raw_config)
+        except QuantConfigError as e:
+            raise CheckpointError(f"{root / 'config.json'}: {e}") from None
         super().__init__(root)
+
+    @property
+    def specs(self) -> list[TensorSpec]:
+        """Every text tensor this checkpoint must hold (FP8: weights, their scales), in order."""
+        specs = text_specs(self.config)
+        return self.quant.checkpoint_specs(specs) if self.quant else specs
 
     # ---- validation ----------------------------------------------------------------------
     @property
@@ -133,7 +145,7 @@ class CheckpointReader(TensorStore):
 
     def validate(self) -> "CheckpointReader":
         """Check every text tensor against the config; vision tensors are skipped."""
-        expected = {s.name: s for s in text_specs(self.config)}
+        expected = {s.name: s for s in self.specs}
         missing = [n for n in expected if n not in self.entries]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -147,16 +159,27 @@ class CheckpointReader(TensorStore):
         return self
 
     def iter_text(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Stream every text tensor in model order, one at a time."""
+        """Stream every text tensor of the model in model order, one at a time; FP8 weights
+        come dequantized to float32 (their scale tensors are consumed, not yielded)."""
         for spec in text_specs(self.config):
-            yield spec.name, self.get(spec.name)
+            if self.quant is not None and self.quant.quantizes(spec):
+                from step3_trt.quant.dequant import dequantize
+                scale = self.get(self.quant.scale_name(spec.name))
+                yield spec.name, dequantize(self.get(spec.name), scale,
+                                            self.quant.weight_granularity)
+            else:
+                yield spec.name, self.get(spec.name)
 
 
 def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:
     if entry.shape != spec.shape:
         raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has shape {list(entry.shape)}, "
                               f"expected {list(spec.shape)}")
-    if entry.dtype not in FLOAT_CODES:
+    if spec.dtype is not None:
+        if entry.dtype != CODES[spec.dtype]:
+            raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
+                                  f"expected {CODES[spec.dtype]}")
+    elif entry.dtype not in FLOAT_CODES:
         raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
                               f"expected one of {', '.join(FLOAT_CODES)}")
 

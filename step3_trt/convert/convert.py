@@ -19,7 +19,6 @@ import yaml
 from tqdm import tqdm
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
-from step3_trt.checkpoint.layout import text_specs
 from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
 from step3_trt.checkpoint.writer import (PlannedTensor, StreamingShardWriter, atomic_directory,
                                          link_or_copy)
@@ -30,9 +29,15 @@ SHARD_BYTES = 4 * 1024**3
 
 
 def weight_dtype(build: BuildConfig, reader: CheckpointReader) -> str:
-    if build.quantization != "none":
-        raise BuildConfigError("`quantization: fp8` needs an FP8 checkpoint from "
-                               "`step3-trt quantize`; FP8 conversion is not available yet")
+    """The dtype of the tensors that are not FP8 (every tensor, without quantization)."""
+    if (build.quantization == "fp8") != (reader.quant is not None):
+        if reader.quant is None:
+            raise BuildConfigError("`quantization: fp8` needs an FP8 checkpoint: run "
+                                   "`step3-trt quantize` on this checkpoint first")
+        raise BuildConfigError(f"{reader.root} is an FP8 checkpoint; convert it with a build "
+                               f"config that says `quantization: fp8`")
+    if reader.quant is not None:
+        return build.dtypes.resolved(reader.config.torch_dtype)[1]  # norms, embedding, router
     return build.dtypes.resolved(reader.config.torch_dtype)[0]
 
 
@@ -50,26 +55,27 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
     reader = CheckpointReader(checkpoint).validate()
     cfg = reader.config
     dtype = weight_dtype(build, reader)
-    torch_dtype = getattr(torch, dtype)
-    plans = plan_conversion(cfg, build)
+    plans = plan_conversion(cfg, build, reader.quant)
+    stored = {s.name: s.dtype or dtype for s in reader.specs}  # FP8 weights and scales keep theirs
     # Attention ranks are identical replicas: write the first, hard-link the others' shards.
     written = [p for p in plans if p.role == "ffn" or p.rank == 0]
     wanted: dict[str, list[tuple[RankPlan, Piece]]] = defaultdict(list)
     for plan in written:
         for piece in plan.pieces:
             wanted[piece.source].append((plan, piece))
-    total = sum(piece.numel for plan in written for piece in plan.pieces) * torch_dtype.itemsize
+    total = sum(piece.numel * getattr(torch, stored[piece.source]).itemsize
+                for plan in written for piece in plan.pieces)
 
     with atomic_directory(out, overwrite=overwrite) as tmp:
         writers = {}
         for plan in written:
             (tmp / plan.name).mkdir(parents=True)
-            layout = [PlannedTensor(p.target, p.shape, dtype) for p in plan.pieces]
+            layout = [PlannedTensor(p.target, p.shape, stored[p.source]) for p in plan.pieces]
             writers[plan.name] = StreamingShardWriter(tmp / plan.name, layout, SHARD_BYTES)
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
-        for spec in text_specs(cfg):
+        for spec in reader.specs:
             for plan, piece in wanted[spec.name]:
-                block = read_piece(reader, piece).to(torch_dtype)
+                block = read_piece(reader, piece).to(getattr(torch, stored[spec.name]))
                 writers[plan.name].write(piece.target, block)
                 bar.update(block.numel() * block.element_size())
                 del block
@@ -86,7 +92,8 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
                 "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION,
                 "role": plan.role, "rank": plan.rank, "dtype": dtype,
                 "architecture": cfg.to_text_dict(), "mapping": plan.mapping,
-                "quantization": {"method": build.quantization}, "source": source,
+                "quantization": {"method": build.quantization, **(
+                    reader.quant.to_config() if reader.quant else {})}, "source": source,
                 "build_config": {"name": build.name, "digest": build.digest()}})
         (tmp / "tokenizer").mkdir()
         for name in TOKENIZER_FILES:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.layout import TensorSpec, text_specs
 from step3_trt.config import Step3Config
+from step3_trt.quant.scheme import BLOCK, Fp8Scheme
 
 ATTENTION_COMPONENTS = {"embedding", "attention", "norm", "router", "lm_head"}
 FFN_COMPONENTS = {"dense_mlp", "experts", "shared_expert"}
@@ -101,9 +102,41 @@ def ffn_piece(spec: TensorSpec, m: dict) -> Piece:
     return Piece(spec.name, spec.name, index)
 
 
-def plan_conversion(cfg: Step3Config, build: BuildConfig) -> list[RankPlan]:
+def block_range(r: tuple[int, int], full_len: int, name: str) -> tuple[int, int]:
+    """Rows/columns [r0, r1) of a block-FP8 weight -> the range of its 128-wide scale blocks."""
+    if r[0] % BLOCK or (r[1] % BLOCK and r[1] != full_len):
+        raise BuildConfigError(f"`{name}`: this mapping cuts it at [{r[0]}, {r[1]}), not on the "
+                               f"{BLOCK}-wide blocks of its FP8 scales; choose ffn ep/tp so every "
+                               f"slice is a multiple of {BLOCK}")
+    return r[0] // BLOCK, -(-r[1] // BLOCK)
+
+
+def ffn_scale_piece(spec: TensorSpec, specs: dict[str, TensorSpec], m: dict,
+                    scheme: Fp8Scheme) -> Piece:
+    """The block of an FP8 scale tensor that matches the rank's block of its weight (an
+    activation scale is whole on every rank)."""
+    if spec.name.endswith("input_scale"):
+        return Piece(spec.name, spec.name, full(spec))
+    weight = specs[scheme.weight_of(spec.name)]
+    w = ffn_piece(weight, m).index
+    lead, (rows, cols) = w[:-2], w[-2:]
+    if scheme.weight_granularity == "per-tensor":
+        index = lead or ((0, 1),)
+    elif scheme.weight_granularity == "per-channel":
+        index = (*lead, rows) if lead else (rows, (0, 1))
+    else:
+        out, inp = weight.shape[-2:]
+        index = (*lead, block_range(rows, out, weight.name), block_range(cols, inp, weight.name))
+    return Piece(spec.name, spec.name, index)
+
+
+def plan_conversion(cfg: Step3Config, build: BuildConfig,
+                    scheme: Fp8Scheme | None = None) -> list[RankPlan]:
+    """Which block of which tensor goes to which rank. With an FP8 `scheme`, scale tensors
+    follow their weights (attention: whole; FFN: the rows/experts/blocks of the rank's slice)."""
     check_mapping(cfg, build)
-    specs = text_specs(cfg)
+    specs = text_specs(cfg) if scheme is None else scheme.checkpoint_specs(text_specs(cfg))
+    by_name = {s.name: s for s in specs}
     n_att = build.mapping.attention.ranks
     plans = []
     for r in range(n_att):
@@ -114,6 +147,7 @@ def plan_conversion(cfg: Step3Config, build: BuildConfig) -> list[RankPlan]:
     for r in range(build.mapping.ffn.ranks):
         m = ffn_mapping(cfg, build, r)
         plan = RankPlan("ffn", r, m)
-        plan.pieces = [ffn_piece(s, m) for s in specs if s.component in FFN_COMPONENTS]
+        plan.pieces = [ffn_scale_piece(s, by_name, m, scheme) if s.dtype == "float32" else
+                       ffn_piece(s, m) for s in specs if s.component in FFN_COMPONENTS]
         plans.append(plan)
     return plans

@@ -21,10 +21,15 @@ from step3_trt.checkpoint.reader import TensorStore
 from step3_trt.checkpoint.writer import atomic_directory, link_or_copy, write_tensors
 from step3_trt.config import Step3Config
 from step3_trt.engine.export import compile_graph, default_cache_dir
-from step3_trt.engine.signatures import ROPE_COS, ROPE_SIN, SIGNATURES, weight_names
+from step3_trt.engine.signatures import (ROPE_COS, ROPE_SIN, SIGNATURES, fp8_layout, weight_names,
+                                         with_fp8)
 from step3_trt.manifest import (ENGINES, FORMAT_VERSION, ROLE_CHECKPOINT, ArtifactError,
                                 read_manifest, write_json)
 from step3_trt.model.load import DTYPES
+from step3_trt.quant.scheme import Fp8Scheme
+
+# Build-config dtype names -> torch dtypes (engine.json records the torch names)
+TORCH_DTYPES = {**DTYPES, "fp8": torch.float8_e4m3fn}
 from step3_trt.model.reference import rope_cos_sin
 
 
@@ -107,7 +112,13 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
     role = role_cfg["role"]
     store = TensorStore(rank_dir)
     _, act_name, kv_name = build.dtypes.resolved(role_cfg["dtype"])
-    act, kv = DTYPES[act_name], DTYPES[kv_name]
+    act, kv = TORCH_DTYPES[act_name], TORCH_DTYPES[kv_name]
+    kv_name = str(kv).removeprefix("torch.")
+    scheme = Fp8Scheme.from_config({"quantization_config": role_cfg["quantization"]}) if \
+        role_cfg["quantization"]["method"] == "fp8" else None
+    if kv == torch.float8_e4m3fn and not (scheme and scheme.kv_cache_fp8):
+        raise BuildConfigError("`dtypes.kv_cache: fp8` needs K/V cache scales in the checkpoint: "
+                               "run `step3-trt quantize --kv-cache fp8`")
     (out / "graphs").mkdir(parents=True)
     for f in sorted(p.name for p in rank_dir.glob("*.safetensors*")):
         link_or_copy(rank_dir / f, out / f)
@@ -118,13 +129,14 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
         extra = {ROPE_COS: cos, ROPE_SIN: sin}
     graph_entries = {}
     for name in graphs_for(role, cfg, build.device):
-        sig = SIGNATURES[name]
+        fp8 = fp8_layout(name, scheme, kv == torch.float8_e4m3fn) if scheme else None
+        sig = with_fp8(SIGNATURES[name], fp8)
         layer = example_layer(name, cfg)
         weights = [(extra[w] if w in extra else store.get(w)).to(build.device)
                    for w in weight_names(sig, layer)]
         hit = compile_graph(sig, arch, weights, act, kv, build.kv_cache.block_size, build.device,
                             plugins.OP_VERSIONS, out / "graphs" / f"{name}.pt2", cache_dir,
-                            build.graph_format)
+                            build.graph_format, fp8)
         bar.write(f"  {out.parent.name}/{out.name}: {name} {'(cached)' if hit else 'compiled'}")
         graph_entries[name] = {"file": f"graphs/{name}.pt2", "format": build.graph_format,
                               **sig.to_dict()}

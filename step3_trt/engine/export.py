@@ -16,7 +16,7 @@ import torch
 from torch.export import Dim
 
 from step3_trt.engine import graphs
-from step3_trt.engine.signatures import GraphSignature
+from step3_trt.engine.signatures import Fp8Layout, GraphSignature
 
 # Example sizes for tracing; every one of these dimensions is dynamic in the compiled graph.
 T, S, M, B = 5, 3, 4, 9
@@ -27,17 +27,19 @@ def default_cache_dir() -> Path:
     return Path(base) / "step3-trt" / "graphs"
 
 
-def graph_module(sig: GraphSignature, arch: dict) -> torch.nn.Module:
+def graph_module(sig: GraphSignature, arch: dict, fp8: Fp8Layout | None = None) -> torch.nn.Module:
     eps = arch["rms_norm_eps"]
     heads, head_dim = arch["num_attention_heads"], arch["head_dim"]
+    scales = graphs.NO_FP8 if fp8 is None else \
+        graphs.Fp8Scales(fp8.linears, fp8.experts, fp8.static, fp8.kv)
     return {
         "embed": lambda: graphs.Embed(),
-        "attn_prefill": lambda: graphs.Attention(heads, head_dim, eps, decode=False),
-        "attn_decode": lambda: graphs.Attention(heads, head_dim, eps, decode=True),
+        "attn_prefill": lambda: graphs.Attention(heads, head_dim, eps, decode=False, fp8=scales),
+        "attn_decode": lambda: graphs.Attention(heads, head_dim, eps, decode=True, fp8=scales),
         "router": lambda: graphs.Router(arch["moe_top_k"], arch.get("norm_expert_weight", False)),
         "head": lambda: graphs.Head(eps),
-        "ffn_moe": lambda: graphs.MoeFfn(),
-        "ffn_dense": lambda: graphs.DenseFfn(),
+        "ffn_moe": lambda: graphs.MoeFfn(scales),
+        "ffn_dense": lambda: graphs.DenseFfn(scales),
     }[sig.name]()
 
 
@@ -99,7 +101,8 @@ def save_exported(program: torch.export.ExportedProgram, path: Path) -> None:
 
 def compile_graph(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], act: torch.dtype,
                   kv: torch.dtype, block_size: int, device: str, plugin_versions: dict,
-                  out_file: Path, cache_dir: Path, graph_format: str = "aoti") -> bool:
+                  out_file: Path, cache_dir: Path, graph_format: str = "aoti",
+                  fp8: Fp8Layout | None = None) -> bool:
     """Export `sig` and store it in `graph_format` (`aoti`: AOT-compiled package; `exported`:
     the serialized program) at `out_file`. Returns True if it came from the cache."""
     examples = runtime_examples(sig, arch, act, kv, block_size, device)
@@ -107,8 +110,11 @@ def compile_graph(sig: GraphSignature, arch: dict, weights: list[torch.Tensor], 
     key = cache_key(sig, arch, weights, runtime, plugin_versions, device, graph_format)
     cached = cache_dir / f"{sig.name}-{key}.pt2"
     if not cached.is_file():
-        module = graph_module(sig, arch)
-        dynamic = [d for _, d in examples] + [None] * len(weights)
+        module = graph_module(sig, arch, fp8)
+        n_scales = len(fp8.templates) if fp8 else 0
+        dynamic = [d for _, d in examples] + [None] * (len(weights) - n_scales)
+        if n_scales:  # the scales arrive through the graphs' `*scales`
+            dynamic.append((None,) * n_scales)
         with torch.no_grad():
             program = torch.export.export(module, (*runtime, *weights), dynamic_shapes=dynamic)
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,50 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return (xf * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
-def swiglu(x, w_gate, w_up, w_down):
-    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+FP8_MAX = 448.0
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor | None = None,
+           x_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x [T, in] @ w [out, in]^T. FP8 weights (with `w_scale`) run the FP8 plugin GEMM on x
+    quantized with its static scale `x_scale` [1], or per 1x128 group on the fly without one."""
+    if w_scale is None:
+        return F.linear(x, w)
+    if x_scale is None:
+        x_q, x_s = torch.ops.step3.fp8_quantize(x, "group")
+    else:
+        x_q = (x.float() / x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        x_s = x_scale
+    return torch.ops.step3.fp8_linear(x_q, x_s, w, w_scale).to(x.dtype)
+
+
+class Fp8Scales:
+    """The trailing scale inputs of a graph built for an FP8 checkpoint, in signature order:
+    per linear its weight scale (then its static input scale), per routed-expert projection its
+    weight scale, then the K and V cache scales. Unquantized graphs take none."""
+
+    def __init__(self, linears: tuple[str, ...] = (), experts: tuple[str, ...] = (),
+                 static: bool = False, kv: bool = False):
+        self.linears, self.experts, self.static, self.kv = linears, experts, static, kv
+
+    def unpack(self, scales: tuple) -> dict[str, tuple]:
+        """name -> (weight scale, input scale or None) / (scale,) for experts; "kv" -> (k, v)."""
+        it, out = iter(scales), {}
+        for name in self.linears:
+            out[name] = (next(it), next(it) if self.static else None)
+        for name in self.experts:
+            out[name] = (next(it),)
+        out["kv"] = (next(it), next(it)) if self.kv else (None, None)
+        return out
+
+
+NO_FP8 = Fp8Scales()
+
+
+def swiglu(x, w_gate, w_up, w_down, s=None):
+    """SwiGLU MLP; `s` = (gate, up, down) (weight scale, input scale) pairs for FP8 weights."""
+    sg, su, sd = s or ((None, None),) * 3
+    return linear(F.silu(linear(x, w_gate, *sg)) * linear(x, w_up, *su), w_down, *sd)
 
 
 class Embed(nn.Module):
@@ -41,32 +83,39 @@ class Attention(nn.Module):
     """input_layernorm -> MFA (append K/V to the paged cache, attend) -> o_proj -> residual ->
     post_attention_layernorm. Returns h (the residual stream) and y (the FFN input)."""
 
-    def __init__(self, num_heads: int, head_dim: int, eps: float, decode: bool):
+    LINEARS = ("q_proj", "wq", "k_proj", "v_proj", "o_proj")
+
+    def __init__(self, num_heads: int, head_dim: int, eps: float, decode: bool,
+                 fp8: Fp8Scales = NO_FP8):
         super().__init__()
         self.num_heads, self.head_dim, self.eps, self.decode = num_heads, head_dim, eps, decode
+        self.fp8 = fp8
 
     def forward(self, x, positions, k_cache, v_cache, slot_mapping, block_tables, seq_lens,
                 cu_seqlens_q, rope_cos, rope_sin,
-                w_input_norm, w_q, w_inter_norm, w_wq, w_k, w_v, w_o, w_post_norm):
+                w_input_norm, w_q, w_inter_norm, w_wq, w_k, w_v, w_o, w_post_norm, *scales):
         # x [T, H]; positions, slot_mapping [T]; rope_* [max_pos, D]; *_cache [B, P, D];
         # block_tables [S, M]; seq_lens [S] (cached + new); cu_seqlens_q [S + 1]
+        # scales (FP8 checkpoints): see Fp8Scales; k/v cache scales [1] for an 8-bit cache
         T = x.shape[0]
+        s = self.fp8.unpack(scales) if scales else dict.fromkeys(self.LINEARS, (None, None))
+        k_scale, v_scale = s.get("kv", (None, None))
         a = rms_norm(x, w_input_norm, self.eps)
-        q = F.linear(rms_norm(F.linear(a, w_q), w_inter_norm, self.eps), w_wq)
+        q = linear(rms_norm(linear(a, w_q, *s["q_proj"]), w_inter_norm, self.eps), w_wq, *s["wq"])
         q = q.view(T, self.num_heads, self.head_dim)
         cos, sin = rope_cos[positions], rope_sin[positions]  # [T, D] float32
         q = rope(q, cos[:, None], sin[:, None])
-        k = rope(F.linear(a, w_k), cos, sin)
-        v = F.linear(a, w_v)
-        torch.ops.step3.kv_append(k, v, k_cache, v_cache, slot_mapping)
+        k = rope(linear(a, w_k, *s["k_proj"]), cos, sin)
+        v = linear(a, w_v, *s["v_proj"])
+        torch.ops.step3.kv_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale)
         scale = self.head_dim ** -0.5
         if self.decode:  # one new token per sequence
             o = torch.ops.step3.mfa_decode(q, k_cache, v_cache, block_tables, seq_lens,
-                                           sm_scale=scale)
+                                           k_scale, v_scale, sm_scale=scale)
         else:
             o = torch.ops.step3.mfa_prefill(q, k_cache, v_cache, block_tables, seq_lens,
-                                            cu_seqlens_q, sm_scale=scale)
-        h = x + F.linear(o.reshape(T, -1), w_o)
+                                            cu_seqlens_q, k_scale, v_scale, sm_scale=scale)
+        h = x + linear(o.reshape(T, -1), w_o, *s["o_proj"])
         return h, rms_norm(h, w_post_norm, self.eps)
 
 
@@ -89,18 +138,35 @@ class MoeFfn(nn.Module):
     """This FFN rank's partial of a MoE layer: its routed experts plus its shared-expert slice.
     Expert ids are global; `expert_offset` ([] int) maps them to this rank's local experts."""
 
+    EXPERTS = ("gate_proj", "up_proj", "down_proj")
+    LINEARS = ("shared_gate", "shared_up", "shared_down")
+
+    def __init__(self, fp8: Fp8Scales = NO_FP8):
+        super().__init__()
+        self.fp8 = fp8
+
     def forward(self, y, topk_weights, topk_ids, expert_offset,
-                w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down):
+                w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down, *scales):
         local = topk_ids - expert_offset  # ids outside [0, E) belong to other ranks
-        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down)
-        return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down)  # [T, H]
+        s = self.fp8.unpack(scales) if scales else {}
+        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down,
+                                             *(s[e][0] for e in self.EXPERTS if e in s))
+        shared = tuple(s[n] for n in self.LINEARS) if s else None
+        return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down, shared)  # [T, H]
 
 
 class DenseFfn(nn.Module):
     """This FFN rank's partial of a dense layer: its slice of the SwiGLU MLP."""
 
-    def forward(self, y, w_gate, w_up, w_down):
-        return swiglu(y, w_gate, w_up, w_down)
+    LINEARS = ("gate", "up", "down")
+
+    def __init__(self, fp8: Fp8Scales = NO_FP8):
+        super().__init__()
+        self.fp8 = fp8
+
+    def forward(self, y, w_gate, w_up, w_down, *scales):
+        s = self.fp8.unpack(scales) if scales else {}
+        return swiglu(y, w_gate, w_up, w_down, tuple(s[n] for n in self.LINEARS) if s else None)
 
 
 class Head(nn.Module):

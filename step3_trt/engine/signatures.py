@@ -51,3 +51,54 @@ SIGNATURES: dict[str, GraphSignature] = {s.name: s for s in (
 
 def weight_names(sig: GraphSignature, layer: int | None) -> list[str]:
     return [w.format(layer=layer) for w in sig.weights]
+
+
+# FP8 graphs: (key in the graph's Fp8Scales, checkpoint prefix) per quantized linear / expert
+FP8_LINEARS = {
+    "attn": (("q_proj", "self_attn.q_proj"), ("wq", "self_attn.wq"), ("k_proj", "self_attn.k_proj"),
+             ("v_proj", "self_attn.v_proj"), ("o_proj", "self_attn.o_proj")),
+    "ffn_moe": (("shared_gate", "share_expert.gate_proj"), ("shared_up", "share_expert.up_proj"),
+                ("shared_down", "share_expert.down_proj")),
+    "ffn_dense": (("gate", "mlp.gate_proj"), ("up", "mlp.up_proj"), ("down", "mlp.down_proj")),
+}
+FP8_EXPERTS = {"ffn_moe": (("gate_proj", "moe.gate_proj"), ("up_proj", "moe.up_proj"),
+                           ("down_proj", "moe.down_proj"))}
+
+
+@dataclass(frozen=True)
+class Fp8Layout:
+    """How a graph of an FP8 engine takes its scales (see graphs.Fp8Scales)."""
+    linears: tuple[str, ...]
+    experts: tuple[str, ...]
+    static: bool
+    kv: bool
+    templates: tuple[str, ...]  # the scale tensors' name templates, in input order
+
+
+def fp8_layout(graph: str, scheme, kv_fp8: bool) -> Fp8Layout | None:
+    """The scale inputs of `graph` for an FP8 checkpoint with `scheme` (an Fp8Scheme), or None
+    where the graph has no FP8 weights (embed, router, head)."""
+    kind = "attn" if graph.startswith("attn_") else graph
+    if kind not in FP8_LINEARS:
+        return None
+    static = scheme.activation_scheme == "static"
+    templates = []
+    for _, prefix in FP8_LINEARS[kind]:
+        templates.append(scheme.scale_name(_L + prefix + ".weight"))
+        if static:
+            templates.append(_L + prefix + ".input_scale")
+    for _, prefix in FP8_EXPERTS.get(kind, ()):
+        templates.append(scheme.scale_name(_L + prefix + ".weight"))
+    kv = kv_fp8 and kind == "attn"
+    if kv:
+        templates += [_L + "self_attn.k_scale", _L + "self_attn.v_scale"]
+    return Fp8Layout(tuple(k for k, _ in FP8_LINEARS[kind]),
+                     tuple(k for k, _ in FP8_EXPERTS.get(kind, ())), static, kv, tuple(templates))
+
+
+def with_fp8(sig: GraphSignature, layout: Fp8Layout | None) -> GraphSignature:
+    """`sig` with the FP8 scale tensors appended to its weights."""
+    if layout is None:
+        return sig
+    return GraphSignature(sig.name, sig.role, sig.runtime_inputs, sig.weights + layout.templates,
+                          sig.outputs, sig.per_layer, sig.layer_kind)
