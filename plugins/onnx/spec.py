@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 DOMAIN = "step3"  # ONNX domain of every plugin node, and the TensorRT plugin namespace
-ATTR_TYPES = ("float", "int", "string")  # ONNX FLOAT / INT / STRING -> TensorRT kFLOAT32 / kINT32 / kCHAR
+# ONNX FLOAT / INT / STRING attributes; TensorRT's parser passes them as kFLOAT32 / kINT32 / kCHAR
+ATTR_TYPES = ("float", "int", "string")
 
 
 @dataclass(frozen=True)

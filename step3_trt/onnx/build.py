@@ -119,7 +119,8 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path,
         file = out / "graphs" / f"{name}.onnx"
         hit, updates = export_graph(sig, arch, weights, DTYPES[act_name], DTYPES[kv_name],
                                     build.kv_cache.block_size, plugins.OP_VERSIONS, file, cache_dir)
-        bar.write(f"  {out.parent.name}/{out.name}: {name}.onnx {'(cached)' if hit else 'exported'}")
+        state = "(cached)" if hit else "exported"
+        bar.write(f"  {out.parent.name}/{out.name}: {name}.onnx {state}")
         entries[name] = {"file": f"graphs/{name}.onnx", **sig.to_dict(), "updates": updates}
         used += [(op, name) for op in plugin_ops(file)]
     weight_dirs = [".", "extra"] if extra else ["."]

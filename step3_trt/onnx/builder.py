@@ -31,8 +31,9 @@ class GraphBuilder:
              domain: str = "", **attrs) -> list[str]:
         outs = [outputs] if isinstance(outputs, str) else outputs
         outs = [self.fresh(o) for o in outs]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh(f"{outs[0]}.node"),
-                                           domain=domain, **attrs))
+        name = self.fresh(f"{outs[0]}.node")
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, domain=domain,
+                                           **attrs))
         return outs
 
     def op(self, op_type: str, inputs: list[str], out: str, **attrs) -> str:

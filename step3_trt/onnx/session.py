@@ -34,6 +34,10 @@ def check_reference_kernels(model: onnx.ModelProto, where: str) -> None:
                                 f"{DOMAIN}::{node.op_type} (reference kernels: "
                                 f"{', '.join(sorted(ort_ops.SIGNATURES))})")
         want = ort_ops.SIGNATURES[op][0]
+        unknown = [i for i in node.input if i and i not in types]
+        if unknown:
+            raise ArtifactError(f"{where}: the dtype of {unknown[0]} (input of "
+                                f"{DOMAIN}::{node.op_type}) is not known to shape inference")
         have = tuple(str(torch_dtype(types[i])).removeprefix("torch.") for i in node.input if i)
         if have != want:
             raise ArtifactError(f"{where}: {DOMAIN}::{node.op_type} gets {', '.join(have)}; the "

@@ -101,7 +101,8 @@ class Translator:
             if node.op == "placeholder":
                 self.g.used.add(node.name)
                 self.env[node] = node.name
-                inputs.append(self.tensor_info(node.name, node.meta["val"], docs.get(node.name, "")))
+                doc = docs.get(node.name, "")
+                inputs.append(self.tensor_info(node.name, node.meta["val"], doc))
             elif node.op == "call_function":
                 self.env[node] = self._call(node)
             elif node.op == "output":
@@ -110,7 +111,8 @@ class Translator:
         if len(results) != len(outputs):
             raise OnnxExportError(f"{self.graph_name}: graph returns {len(results)} values, its "
                                   f"signature names {len(outputs)}")
-        outs = [self._output(name, self.value(r), r.meta["val"]) for name, r in zip(outputs, results)]
+        outs = [self._output(name, self.value(r), r.meta["val"])
+                for name, r in zip(outputs, results)]
         placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
         updates = {}
         for inp, latest in self.updated.items():
@@ -137,6 +139,8 @@ class Translator:
         """Name the graph output `name`: rename the value's producer, or copy a graph input."""
         producers = [n for n in self.g.nodes if value in n.output]
         if producers:
+            if value in self.value_info:
+                self.value_info[name] = self.value_info.pop(value)
             for n in self.g.nodes:
                 n.output[:] = [name if o == value else o for o in n.output]
                 n.input[:] = [name if i == value else i for i in n.input]
@@ -149,9 +153,10 @@ class Translator:
                  if n not in {o.name for o in outputs}]
         graph = helper.make_graph(self.g.nodes, self.graph_name, inputs, outputs,
                                   initializer=self.g.initializers, value_info=infos)
+        opsets = [helper.make_opsetid("", OPSET),
+                  helper.make_opsetid(DOMAIN, PLUGIN_DOMAIN_VERSION)]
         model = helper.make_model(graph, producer_name="step3-trt", ir_version=IR_VERSION,
-                                  opset_imports=[helper.make_opsetid("", OPSET),
-                                                 helper.make_opsetid(DOMAIN, PLUGIN_DOMAIN_VERSION)])
+                                  opset_imports=opsets)
         helper.set_model_props(model, {UPDATES_KEY: json.dumps(updates)})
         return model
 

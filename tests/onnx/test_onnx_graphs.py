@@ -105,7 +105,8 @@ def test_trtexec_commands_give_every_dynamic_input_its_range(bundled):
     assert len(cmds) == graphs
     attn = next(c for c in cmds if "attention/rank0/graphs/attn_prefill.onnx" in c)
     flags = dict(part.removeprefix("--").split("=", 1) for part in attn.split()[1:] if "=" in part)
-    low, high = (dict(s.split(":") for s in flags[k].split(",")) for k in ("minShapes", "maxShapes"))
+    low, high = (dict(s.split(":") for s in flags[k].split(","))
+                 for k in ("minShapes", "maxShapes"))
     build = bundled.build
     assert set(low) == {"x", "positions", "k_cache", "v_cache", "slot_mapping", "block_tables",
                         "seq_lens", "cu_seqlens_q"}
