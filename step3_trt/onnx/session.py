@@ -53,6 +53,10 @@ class OnnxGraph:
         options = ort.SessionOptions()
         options.register_custom_ops_library(ort_ops.library_path())
         options.log_severity_level = 3  # warnings about unused inputs (attn_decode's cu_seqlens_q)
+        # one thread: the graphs are small, and ONNX Runtime's spinning pool fights the torch
+        # threads of the reference kernels for the cores (about 3x slower on 2 busy cores)
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in model.graph.input]
