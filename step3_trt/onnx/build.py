@@ -53,9 +53,9 @@ def build_onnx_engines(role_dir: str | Path, converted: BuildConfig, out: str | 
             f"{role_dir} was converted with build config `{manifest['build_config']['name']}` "
             f"({manifest['build_config']['digest']}), not `{converted.name}` "
             f"({converted.digest()}); run `step3-trt convert` with this config first")
-    if converted.quantization != "none":
-        raise BuildConfigError(f"`backend: onnx` with `quantization: {converted.quantization}` "
-                               f"is not built yet")
+    if converted.quantization != "none" or converted.dtypes.kv_cache == "fp8":
+        raise BuildConfigError("`backend: onnx` with FP8 weights or an FP8 KV cache is not built "
+                               "yet (docs/onnx.md)")
     build = dataclasses.replace(converted, backend="onnx")
     digest = hashlib.sha256((inputs_digest(manifest, build) + exporter_digest()).encode())
     digest = digest.hexdigest()[:16]

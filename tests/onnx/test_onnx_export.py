@@ -10,11 +10,13 @@ from onnx import TensorProto, helper
 
 import plugins
 from plugins.onnx import DOMAIN, SPECS
-from step3_trt.build_config import BuildConfig
+from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.convert.convert import convert
 from step3_trt.engine.build import build_engines
 from step3_trt.engine.export import graph_module, runtime_examples
 from step3_trt.engine.signatures import SIGNATURES
 from step3_trt.manifest import ArtifactError
+from step3_trt.onnx.build import build_onnx_engines
 from step3_trt.onnx.dtypes import OnnxExportError
 from step3_trt.onnx.export import export_graph
 from step3_trt.onnx.session import check_reference_kernels, load_graph
@@ -138,3 +140,12 @@ def test_decode_graph_under_onnx_runtime_matches_the_eager_graph(tmp_path):
                      torch.device("cpu"))(*runtime, *weights)
     for a, b in zip((*got, *runtime), (*want, *eager_in)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fp8_kv_cache_is_refused_by_the_onnx_backend(tiny_checkpoint, tmp_path):
+    raw = BuildConfig.from_file(REPO / "build_configs" / "tiny-cpu-onnx.yaml").to_dict()
+    raw["dtypes"]["kv_cache"] = "fp8"
+    build = BuildConfig.from_dict(raw)
+    roles = convert(tiny_checkpoint, build, tmp_path / "roles", progress=False)
+    with pytest.raises(BuildConfigError, match="FP8 weights or an FP8 KV cache"):
+        build_onnx_engines(roles, build, tmp_path / "engines", progress=False)
