@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def add_parser(sub) -> None:
                         "line (records joined by blank lines); never the calibration text")
     p.add_argument("--max-tokens", type=int, default=4096,
                    help="tokens to score at most, in whole windows (default: 4096)")
-    p.add_argument("--seq-len", type=int, default=256, help="window length in tokens (default: 256)")
+    p.add_argument("--seq-len", type=int, default=256,
+                   help="window length in tokens (default: 256)")
     p.add_argument("--dtype", default="float32", choices=["auto", *CHECKPOINT_DTYPES],
                    help="reference compute dtype (default: float32; auto = the checkpoint's)")
     p.add_argument("--min-top1", type=float, default=None,
@@ -51,27 +53,28 @@ class EvalReport:
     windows: int
     seq_len: int
     reference_digest: str
-    engines_source_digest: str | None  # the checkpoint the engines were converted from
+    engines_source_digest: str | None  # of the checkpoint the engines were converted from
 
     @property
-    def same_checkpoint(self) -> bool:
+    def digest_match(self) -> bool:
+        """Same checkpoint_digest: same config and tensor layout (not a hash of the weights)."""
         return self.reference_digest == self.engines_source_digest
 
     def to_dict(self) -> dict:
         return {**self.result.to_dict(), "windows": self.windows, "seq_len": self.seq_len,
                 "reference_digest": self.reference_digest,
                 "engines_source_digest": self.engines_source_digest,
-                "same_checkpoint": self.same_checkpoint}
+                "digest_match": self.digest_match}
 
     def text(self) -> str:
-        source = "the engines' source checkpoint" if self.same_checkpoint else \
-            f"checkpoint {self.reference_digest} (engines from {self.engines_source_digest})"
-        return (f"eval: {self.windows} windows of {self.seq_len} tokens, reference = {source}\n"
-                + self.result.table())
+        source = "same config and layout as the engines' source" if self.digest_match else \
+            f"engines converted from {self.engines_source_digest}"
+        return (f"eval: {self.windows} windows of {self.seq_len} tokens; reference checkpoint "
+                f"{self.reference_digest} ({source})\n" + self.result.table())
 
 
 def read_data(path: Path) -> str:
-    """The text of a plain text file, or the "text" fields of a .jsonl file joined by blank lines."""
+    """A plain text file's text, or the "text" fields of a .jsonl file joined by blank lines."""
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist")
     text = path.read_text(encoding="utf-8")
@@ -125,6 +128,10 @@ def evaluate_engines(engines: Path, reference: Path, data: Path, max_tokens: int
     reader = CheckpointReader(reference)
     runner = LocalRunner(engines)
     check_same_architecture(runner.config, reader.config)
+    limit = runner.build.runtime.max_seq_len or runner.config.max_position_embedding
+    if seq_len >= limit:
+        raise ValueError(f"--seq-len {seq_len} must be less than the engines' maximum sequence "
+                         f"length {limit}")
     model = load_reference_model(reader, dtype=dtype, device=runner.device)
     per_step = runner.build.runtime.max_tokens_per_step // seq_len
     group = max(1, min(runner.build.runtime.max_batch, per_step))
@@ -143,8 +150,6 @@ def evaluate_engines(engines: Path, reference: Path, data: Path, max_tokens: int
 
 
 def run(args) -> int:
-    import sys
-
     thresholds = Thresholds(args.min_top1, args.max_kl, args.max_ppl_ratio)
     report = evaluate_engines(args.engines, args.reference, args.data, args.max_tokens,
                               args.seq_len, args.dtype, progress=not args.json)
