@@ -16,6 +16,7 @@ from step3_trt.build_config import BuildConfig
 from step3_trt.config import Step3Config
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_from_dict, result_message
+from step3_trt.runtime.afd.token_bans import TokenBans
 from step3_trt.runtime.afd.transport import Transport
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.engine import RankEngine
@@ -56,29 +57,39 @@ class AttentionWorker:
         self.layout, self.transport, self.tracer = layout, transport, tracer
         self.device = engine.device
         self.generators: dict[int, torch.Generator | None] = {}
+        self.requests: dict[int, Request] = {}  # admitted and not yet reported finished
+        self.streamed: dict[int, int] = {}  # streaming request id -> output tokens reported
+        self.bans = TokenBans(cfg.eos_token_id)  # bad_words and min_length per request
 
     def run(self) -> None:
         """Serve requests until the coordinator says shutdown and every request is done. Each
-        step reports to the coordinator (finished requests, and a heartbeat)."""
+        step reports to the coordinator (finished requests, streamed tokens, occupancy), and so
+        does every batch of control messages that changed something while idle."""
         coordinator, stopping = JobLayout.COORDINATOR, False
         while not stopping or self.scheduler.has_work():
             idle = not self.scheduler.has_work()
             # idle: block until the coordinator sends something (its death aborts the job)
             got = self.transport.recv_json(coordinator, timeout_s=float("inf")) if idle \
                 else self.transport.poll_json(coordinator)
-            rejected = []
+            finished, changed = [], False
             while got is not None:
                 msg, _ = got
                 if msg["type"] == "shutdown":
                     stopping = True
+                elif msg["type"] == "cancel":
+                    finished += self._cancel(msg["id"])
+                    changed = True
                 else:
-                    rejected += self._admit(msg)
+                    finished += self._admit(msg)
+                    changed = True
                 got = self.transport.poll_json(coordinator)
             if self.scheduler.has_work():
-                rejected += [result_message(r) for r in self.step()]
-                self._report(rejected)
-            elif rejected:
-                self._report(rejected)
+                done = self.step()
+                finished += [result_message(r) for r in done]
+                self._forget(done)
+                self._report(finished)
+            elif changed:
+                self._report(finished)
         for ffn in self.layout.ffn_ranks:
             self.transport.send_json({"type": "done"}, ffn)
 
@@ -88,11 +99,50 @@ class AttentionWorker:
             self.scheduler.add(req)
         except ValueError as e:
             return [{"id": req.request_id, "error": str(e)}]
+        self.requests[req.request_id] = req
         self.generators[req.request_id] = req.params.generator()
+        if msg.get("stream"):
+            self.streamed[req.request_id] = 0
+        self.bans.add(req.request_id, msg.get("bad_words", []), msg.get("min_tokens", 0))
         return []
 
+    def _cancel(self, request_id: int) -> list[dict]:
+        """Retire a request now and free its KV blocks (unknown ids: it already finished)."""
+        req = self.requests.get(request_id)
+        if req is None:
+            return []
+        self.scheduler.finish(req, "cancelled")
+        self._forget([req])
+        return [result_message(req)]
+
+    def _forget(self, done: list[Request]) -> None:
+        for req in done:
+            self.requests.pop(req.request_id, None)
+            self.generators.pop(req.request_id, None)
+            self.bans.forget(req.request_id)
+
+    def _deltas(self, finished: list[dict]) -> list[list]:
+        """New output tokens of streaming requests since the last report: [[id, [tokens]]]."""
+        outputs = {rid: self.requests[rid].output for rid in self.streamed if rid in self.requests}
+        outputs.update({r["id"]: r.get("output_ids", []) for r in finished
+                        if r["id"] in self.streamed})
+        out = []
+        for rid, output in outputs.items():
+            if len(output) > self.streamed[rid]:
+                out.append([rid, output[self.streamed[rid]:]])
+                self.streamed[rid] = len(output)
+        for r in finished:
+            self.streamed.pop(r["id"], None)
+        return out
+
     def _report(self, finished: list[dict]) -> None:
-        self.transport.send_json({"type": "step", "finished": finished}, JobLayout.COORDINATOR)
+        blocks = self.scheduler.blocks
+        stats = {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+                 "kv_blocks_used": blocks.num_blocks - blocks.num_free,
+                 "kv_blocks_total": blocks.num_blocks}
+        self.transport.send_json({"type": "step", "tokens": self._deltas(finished),
+                                  "finished": finished,
+                                  "stats": stats}, JobLayout.COORDINATOR)
 
     def step(self) -> list[Request]:
         chunks = self.scheduler.schedule()
@@ -122,7 +172,8 @@ class AttentionWorker:
             with self.tracer.span("head", lane=k):
                 logits.append(ex.logits(xs[k], batch))
         flat_chunks = [c for g in groups for c in g]
-        sampled = sample_chunks(flat_chunks, torch.cat(logits), self.generators)
+        logits = self.bans.apply(torch.cat(logits), flat_chunks)
+        sampled = sample_chunks(flat_chunks, logits, self.generators)
         return self.scheduler.finish_step(flat_chunks, sampled)
 
     def _collect(self, k: int, h: torch.Tensor, sends: list, layer: int) -> torch.Tensor:

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from step3_trt.runtime.afd.dispatch import Dispatcher, wait_ready
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import request_message
-from step3_trt.runtime.afd.transport import AfdError, Transport
+from step3_trt.runtime.afd.transport import Transport
 from step3_trt.sampling import SamplingParams, stop_string_hit
 from step3_trt.tokenizer import Step3Tokenizer
 
@@ -32,7 +33,6 @@ class Coordinator:
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
         self.layout, self.transport, self.tokenizer = layout, transport, tokenizer
         self.timeout_s, self.out, self.stats_file = timeout_s, out, stats_file
-        self.served_by: dict[int, int] = {}
         self.results: dict[int, dict] = {}
         self._next_to_print = 0
         self._order = [r.id for r in sorted(requests, key=lambda r: r.id)]
@@ -40,50 +40,27 @@ class Coordinator:
         self._params = {r.id: r.params for r in requests}
 
     def wait_ready(self, startup_timeout_s: float) -> None:
-        """Every worker reports once its engines are loaded; the clock starts after that."""
-        waiting = set(self.layout.attention_ranks + self.layout.ffn_ranks)
-        while waiting:
-            msg, source = self.transport.recv_json(timeout_s=startup_timeout_s)
-            if msg["type"] != "ready":
-                raise AfdError(f"{self.layout.name(source)} sent {msg['type']!r} before 'ready'")
-            waiting.discard(source)
+        wait_ready(self.layout, self.transport, startup_timeout_s)
 
     def run(self) -> None:
         start = time.monotonic()
         queue = list(self.requests)
-        load = {a: 0 for a in self.layout.attention_ranks}
-        last_heard = {a: time.monotonic() for a in load}
+        dispatch = Dispatcher(self.layout, self.transport, self.timeout_s)
         while len(self.results) < len(self.requests):
-            now = time.monotonic()
-            while queue and queue[0].arrival_s <= now - start:
+            while queue and queue[0].arrival_s <= time.monotonic() - start:
                 req = queue.pop(0)
-                target = min(load, key=lambda a: (load[a], a))
-                if load[target] == 0:
-                    last_heard[target] = now
-                load[target] += 1
-                self.served_by[req.id] = target
-                self.transport.send_json(request_message(req.id, req.prompt_ids, req.params),
-                                         target)
-            got = self.transport.poll_json()
+                dispatch.submit(request_message(req.id, req.prompt_ids, req.params))
+            got = dispatch.poll()
             if got is None:
-                # Twice the per-message timeout: a worker waiting on a dead or hung peer reports
-                # that peer itself first; this catches a hung attention rank.
-                for rank, n in load.items():
-                    if n and now - last_heard[rank] > 2 * self.timeout_s:
-                        raise AfdError(f"{self.layout.name(rank)} made no progress for "
-                                       f"{2 * self.timeout_s:g} s with {n} requests in flight")
+                dispatch.check_progress()
                 time.sleep(1e-3)
                 continue
-            msg, source = got
-            last_heard[source] = time.monotonic()
-            for result in msg.get("finished", []):
+            for result in got[0].get("finished", []):
                 self.results[result["id"]] = result
-                load[source] -= 1
             self._flush()
-        for rank in self.layout.attention_ranks:
-            self.transport.send_json({"type": "shutdown"}, rank)
+        dispatch.shutdown()
         if self.stats_file is not None:
-            stats = {rid: {"served_by": self.layout.name(self.served_by[rid]),
+            stats = {rid: {"served_by": self.layout.name(dispatch.served_by[rid]),
                            **{k: v for k, v in r.items() if k not in ("id", "output_ids")}}
                      for rid, r in sorted(self.results.items())}
             self.stats_file.write_text(json.dumps({"requests": stats}, indent=1))

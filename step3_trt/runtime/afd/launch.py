@@ -43,14 +43,17 @@ def job_layout(engine_dir: Path) -> JobLayout:
 
 
 def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, timeout: float,
-                    micro_batches: int | None, device: str | None, trace: bool) -> list[str]:
+                    micro_batches: int | None, device: str | None, trace: bool,
+                    serve: str | None = None) -> list[str]:
+    """The job's command line; `serve`: the ZeroMQ endpoint of a serving job (no request file)."""
     cmd = [mpiexec_path(), "-n", str(layout.world_size)]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     if layout.world_size > (os.cpu_count() or 1):
         cmd.append("--oversubscribe")
     cmd += [sys.executable, "-m", "step3_trt.runtime.afd.main", "--engines", str(engine_dir),
-            "--requests", str(run_dir / "requests.jsonl"), "--run-dir", str(run_dir),
+            *(["--serve", serve] if serve else ["--requests", str(run_dir / "requests.jsonl")]),
+            "--run-dir", str(run_dir),
             "--attention", str(layout.attention), "--ffn", str(layout.ffn),
             "--timeout", str(timeout)]
     if micro_batches:

@@ -1,6 +1,11 @@
 """Entry point of every rank of an AFD job (started by `mpiexec`, see launch.py).
 
     python -m step3_trt.runtime.afd.main --engines DIR --requests FILE --run-dir DIR [...]
+    python -m step3_trt.runtime.afd.main --engines DIR --serve ENDPOINT --run-dir DIR [...]
+
+With --requests the coordinator runs a fixed request list and prints results (`step3-trt run`);
+with --serve it binds a ZeroMQ endpoint and serves requests from Triton backends until a client
+asks it to shut down (`step3-trt serve`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ STARTUP_TIMEOUT_S = 600.0
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--engines", type=Path, required=True)
-    p.add_argument("--requests", type=Path, required=True, help="JSONL written by the launcher")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--requests", type=Path, help="JSONL written by the launcher")
+    mode.add_argument("--serve", metavar="ENDPOINT",
+                      help="serving mode: ZeroMQ endpoint to bind, e.g. ipc:///tmp/x/afd.sock")
     p.add_argument("--run-dir", type=Path, required=True, help="pid files and traces go here")
     p.add_argument("--attention", type=int, required=True)
     p.add_argument("--ffn", type=int, required=True)
@@ -66,7 +74,19 @@ def main(argv=None) -> int:
 
 
 def run_role(role, index, args, layout, transport, tracer) -> None:
-    if role == "coordinator":
+    if role == "coordinator" and args.serve:
+        from step3_trt.runtime.afd.dispatch import wait_ready
+        from step3_trt.runtime.afd.frontend import Frontend
+        from step3_trt.runtime.afd.serve_coordinator import ServeCoordinator
+
+        wait_ready(layout, transport, max(args.timeout, STARTUP_TIMEOUT_S))
+        frontend = Frontend(args.serve)
+        (args.run_dir / "ready").touch()
+        try:
+            ServeCoordinator(layout, transport, args.timeout, frontend).run()
+        finally:
+            frontend.close()
+    elif role == "coordinator":
         from step3_trt.runtime.afd.coordinator import Coordinator, JobRequest
         from step3_trt.tokenizer import load_tokenizer
 

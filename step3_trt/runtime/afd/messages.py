@@ -1,4 +1,11 @@
-"""Control-plane messages of an AFD job (JSON objects; never pickle)."""
+"""Control-plane messages of an AFD job (JSON objects; never pickle).
+
+Coordinator -> attention rank: `request` (prompt ids, sampling parameters, whether to stream
+token deltas, banned token sequences, minimum output length), `cancel`, `shutdown`.
+Attention rank -> coordinator: `ready`, then one `step` report per step (or per batch of
+control messages when idle): finished requests, token deltas of streaming requests, and the
+rank's scheduler and KV-cache occupancy.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +27,16 @@ def params_from_dict(d: dict) -> SamplingParams:
                              "stop_strings": tuple(d.get("stop_strings", ()))})
 
 
-def request_message(request_id: int, prompt_ids: list[int], params: SamplingParams) -> dict:
+def request_message(request_id: int, prompt_ids: list[int], params: SamplingParams, *,
+                    stream: bool = False, bad_words: list[list[int]] | None = None,
+                    min_tokens: int = 0) -> dict:
     return {"type": "request", "id": request_id, "prompt_ids": prompt_ids,
-            "params": params_to_dict(params)}
+            "params": params_to_dict(params), "stream": stream, "bad_words": bad_words or [],
+            "min_tokens": min_tokens}
+
+
+def cancel_message(request_id: int) -> dict:
+    return {"type": "cancel", "id": request_id}
 
 
 def result_message(req: Request) -> dict:
