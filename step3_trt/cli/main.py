@@ -8,12 +8,12 @@ import sys
 from step3_trt.build_config import BuildConfigError
 from step3_trt.checkpoint.safetensors_header import CheckpointError
 from step3_trt.cli import (build_cmd, convert_cmd, eval_cmd, generate_cmd, inspect_cmd,
-                           make_checkpoint_cmd, quantize_cmd, run_cmd)
+                           make_checkpoint_cmd, quantize_cmd, run_cmd, serve_cmd)
 from step3_trt.config import ConfigError
 from step3_trt.manifest import ArtifactError
 
 COMMANDS = (inspect_cmd, quantize_cmd, convert_cmd, build_cmd, generate_cmd, run_cmd,
-            make_checkpoint_cmd, eval_cmd)
+            serve_cmd, make_checkpoint_cmd, eval_cmd)
 # Errors that are the user's input, reported as one line without a traceback.
 USER_ERRORS = (ConfigError, CheckpointError, BuildConfigError, ArtifactError, ValueError, FileNotFoundError, FileExistsError)
 

@@ -1,0 +1,53 @@
+"""`step3-trt serve`: Triton Inference Server with the AFD job behind it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve engines with Triton (HTTP, gRPC, streaming)",
+                       description="Start tritonserver (bundled with nvidia-pytriton) on the "
+                                   "triton_repo model `step3` with an AFD job (coordinator, "
+                                   "attention and FFN ranks under mpiexec) behind it. Waits until "
+                                   "the server is ready; SIGINT/SIGTERM stop everything. If the "
+                                   "job fails, requests in flight get errors, the model reports "
+                                   "not ready, and the job is restarted.")
+    p.add_argument("--engines", type=Path, required=True, help="engine directory from `build`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address for HTTP, gRPC and metrics (default: 127.0.0.1, local only)")
+    p.add_argument("--http-port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--grpc-port", type=int, default=8001, help="default: 8001")
+    p.add_argument("--metrics-port", type=int, default=8002, help="default: 8002")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="logs, the rendered model repository and rank pid files (default: a "
+                        "temp dir)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds any rank waits for a peer before failing the job (default: 60)")
+    p.add_argument("--startup-timeout", type=float, default=600.0,
+                   help="seconds to wait for the server and the job to be ready (default: 600)")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="restarts of a failed AFD job before serve gives up (default: 3)")
+    p.add_argument("--micro-batches", type=int, default=None,
+                   help="decode micro-batches in flight (default: the build config's)")
+    p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--model-repository", type=Path, default=None,
+                   help="Triton model repository holding `step3` (default: triton_repo/)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from step3_trt.serve.supervisor import DEFAULT_REPOSITORY, ServeOptions, Supervisor
+    from step3_trt.serve.tritonserver import Endpoints
+
+    if not (args.engines / "manifest.json").is_file():
+        raise FileNotFoundError(f"{args.engines} is not an engine directory (no manifest.json)")
+    if args.max_restarts < 0:
+        raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+    options = ServeOptions(
+        engines=args.engines,
+        endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
+        run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
+        timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+    return Supervisor(options).run()
