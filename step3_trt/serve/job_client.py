@@ -61,7 +61,7 @@ class JobClient:
         self.socket.connect(endpoint)
         self.status = handshake(self.socket, connect_timeout_s)
         self.monitor = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self.outbox: queue.Queue[dict] = queue.Queue()
+        self.outbox: queue.Queue[bytes] = queue.Queue()
         self.handlers: dict[int, Handler] = {}
         self.cancelling: set[int] = set()
         self.lock = threading.Lock()
@@ -82,9 +82,16 @@ class JobClient:
             rid = self._next_id
             self._next_id += 1
             self.handlers[rid] = handler
-        self.outbox.put({"type": "request", "id": rid, "prompt_ids": request.prompt_ids,
-                         "params": params_to_dict(request.params), "stream": request.stream,
-                         "bad_words": request.bad_words, "min_tokens": request.min_tokens})
+        try:
+            payload = json.dumps({"type": "request", "id": rid, "prompt_ids": request.prompt_ids,
+                                  "params": params_to_dict(request.params),
+                                  "stream": request.stream, "bad_words": request.bad_words,
+                                  "min_tokens": request.min_tokens}).encode()
+        except (TypeError, ValueError):
+            with self.lock:
+                self.handlers.pop(rid, None)
+            raise
+        self.outbox.put(payload)
         return rid
 
     def close(self, reason: str = "the step3 model is being unloaded") -> None:
@@ -92,7 +99,7 @@ class JobClient:
         self._stop.set()
         self._thread.join(timeout=5)
         while not self.outbox.empty():
-            self.socket.send(json.dumps(self.outbox.get()).encode())
+            self.socket.send(self.outbox.get())
         for rid in list(self.handlers):
             self.socket.send(json.dumps({"type": "cancel", "id": rid}).encode())
         self._fail(reason)
@@ -103,10 +110,17 @@ class JobClient:
 
     # ---- the I/O thread ------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except Exception as e:  # noqa: BLE001 - never leave requests waiting on a dead thread
+            traceback.print_exc(file=sys.stderr)
+            self._fail(f"internal error in the AFD client: {type(e).__name__}: {e}")
+
+    def _serve(self) -> None:
         last_beat = last_cancel_poll = time.monotonic()
         while not self._stop.is_set() and self.failure is None:
             while not self.outbox.empty():
-                self.socket.send(json.dumps(self.outbox.get()).encode())
+                self.socket.send(self.outbox.get())
             if self.monitor.poll(0):
                 self.monitor.recv_multipart()
                 self._fail("the AFD job stopped (its coordinator disconnected)")

@@ -52,7 +52,8 @@ def _scalar(inputs: dict[str, np.ndarray], name: str):
     flat = np.asarray(arr).reshape(-1)
     if flat.size != 1:
         raise BadRequest(f"{name} must hold one value, got {flat.size}")
-    return flat[0]
+    value = flat[0]
+    return value.item() if isinstance(value, np.generic) else value  # plain Python, for JSON
 
 
 def _strings(inputs: dict[str, np.ndarray], name: str) -> list[str]:

@@ -1,0 +1,113 @@
+"""A real `step3-trt serve` (tritonserver + mpiexec) for the serving tests: started on free
+local ports, waited for, and stopped with every process it started checked gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from step3_trt.serve import control
+
+STARTUP_S = 600
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Server:
+    engines: Path
+    run_dir: Path
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    seen: set[int] = field(default_factory=set)
+
+    def start(self, ports: list[int] | None = None) -> "Server":
+        self.ports = ports or free_ports(3)
+        self.http_port, self.grpc_port, self.metrics_port = self.ports
+        cmd = [sys.executable, "-m", "step3_trt.cli.main", "serve", "--engines", str(self.engines),
+               "--run-dir", str(self.run_dir), "--http-port", str(self.http_port),
+               "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
+               *self.extra]
+        self.log = open(self.run_dir.parent / f"{self.run_dir.name}.serve.log", "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+        return self
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
+
+    def ready(self) -> bool:
+        return control.server_ready(self.http) and control.model_ready(self.http, "step3")
+
+    def wait_ready(self, timeout_s: float = STARTUP_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            assert self.proc.poll() is None, f"serve exited early:\n{self.output()}"
+            assert time.monotonic() < deadline, f"serve not ready:\n{self.output()}"
+            self.seen |= descendants(self.proc.pid)
+            time.sleep(0.5)
+        self.seen |= descendants(self.proc.pid)
+
+    def rank_pids(self) -> dict[int, int]:
+        return {int(f.stem[4:]): int(f.read_text().split()[0])
+                for f in (self.run_dir / "job").glob("rank*.pid")}
+
+    def stop(self) -> int:
+        """SIGTERM, as an operator would; returns the exit code. Asserts nothing is left."""
+        if self.proc.poll() is None:
+            self.seen |= descendants(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=120)
+        self.log.close()
+        left = sorted(p for p in self.seen | set(self.rank_pids().values()) if alive(p))
+        for pid in left:  # never leave them running, even when the assertion fails
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes left behind: {left}\n{self.output()}"
+        return code
