@@ -40,3 +40,34 @@ step "FP8 AFD job under mpiexec" \
     step3-trt run --engines "$WORK/fp8-engines" --greedy --max-new-tokens 40 "${PROMPTS[@]}"
 echo
 echo "AFD timeline (open in chrome://tracing or ui.perfetto.dev): $WORK/afd-trace.json"
+
+# ---- Serving (step3-trt serve): tritonserver + the AFD job, a streamed completion over gRPC,
+# a short perf_analyzer measurement, then SIGTERM and a check that no process is left.
+HTTP_PORT="${HTTP_PORT:-8000}" GRPC_PORT="${GRPC_PORT:-8001}" METRICS_PORT="${METRICS_PORT:-8002}"
+bash perf/serve/install_tools.sh
+rm -rf "$WORK/serve-run"
+printf '\n\033[1m== %s\033[0m\n$ %s\n' \
+    "Serve: tritonserver (model step3, decoupled) with the AFD job behind it, in the background" \
+    "step3-trt serve --engines $WORK/engines --run-dir $WORK/serve-run &"
+step3-trt serve --engines "$WORK/engines" --run-dir "$WORK/serve-run" --http-port "$HTTP_PORT" \
+    --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" &
+SERVE_PID=$!
+trap 'kill -TERM $SERVE_PID 2>/dev/null || true; wait $SERVE_PID 2>/dev/null || true' EXIT
+step "Stream a completion over gRPC (waits for readiness)" \
+    python perf/serve/stream.py --url "127.0.0.1:$GRPC_PORT" --wait 600 \
+    --prompt "Return a new list containing" --max-tokens 40
+echo '{"data": [{"text_input": ["Return a new list containing"], "max_tokens": [16], "stream": [true]}]}' \
+    > "$WORK/pa_input.json"
+step "perf_analyzer: gRPC streaming, 4 concurrent requests, 12 requests" \
+    bash -c "source build/perf-tools/env.sh && perf_analyzer -m step3 -i grpc --streaming \
+    -u 127.0.0.1:$GRPC_PORT --input-data $WORK/pa_input.json --concurrency-range 4 \
+    --request-count 12 --stability-percentage 999 | tail -n 2"
+step "Stop the server (SIGTERM) and check that no rank or server process is left" \
+    kill -TERM "$SERVE_PID"
+wait "$SERVE_PID"
+trap - EXIT
+for f in "$WORK"/serve-run/job/rank*.pid; do
+    pid="$(cut -d' ' -f1 "$f")"
+    if kill -0 "$pid" 2>/dev/null; then echo "left behind: $f (pid $pid)"; exit 1; fi
+done
+echo "serve stopped; no process left behind"
