@@ -16,7 +16,7 @@ def bundled_engines(tmp_path_factory, graph_cache):
                         tmp_path_factory.mktemp("serve-engines"), graph_cache)[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once tests/serve is done, not at session end
 def server(bundled_engines, tmp_path_factory):
     srv = Server(bundled_engines, tmp_path_factory.mktemp("srv") / "run").start()
     yield srv
