@@ -4,12 +4,12 @@ exits with an error, leaving nothing running, and a new server starts on the sam
 
 import os
 import signal
-import threading
+import queue
 import time
 
 import pytest
 
-from tests.serve.clients import grpc_stream, http_generate
+from tests.serve.clients import grpc_inputs, http_generate
 from tests.serve.server import Server
 
 pytestmark = pytest.mark.slow
@@ -23,29 +23,40 @@ def wait_for(condition, what: str, timeout_s: float = 300):
         time.sleep(0.2)
 
 
-def long_request(server, out: dict) -> threading.Thread:
+def error_after_kill(server, pid: int) -> str:
+    """Start a long streaming request, kill `pid` once tokens flow, return the stream's error."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc)
+    got: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
     body = {"text_input": PROMPT, "max_tokens": 900, "min_length": 900, "stream": True}
-    thread = threading.Thread(target=lambda: out.update(r=grpc_stream(server.grpc, body)))
-    thread.start()
-    return thread
+    client.async_stream_infer("step3", grpc_inputs(body), enable_empty_final_response=True)
+    try:
+        result, error = got.get(timeout=300)
+        assert error is None  # the request is in flight, streaming
+        os.kill(pid, signal.SIGKILL)
+        while error is None:  # a hang fails here
+            result, error = got.get(timeout=300)
+            assert error is not None or \
+                not result.get_response().parameters["triton_final_response"].bool_param
+        return str(error)
+    finally:
+        client.stop_stream()
+        client.close()
 
 
 def test_killed_rank_errors_in_flight_goes_not_ready_and_restarts(bundled_engines, reference,
                                                                   tmp_path):
     server = Server(bundled_engines, tmp_path / "run", ["--max-restarts", "1"]).start()
     try:
-        out: dict = {}
-        thread = long_request(server, out)
-        wait_for(lambda: server.rank_pids() and http_generate(
-            server.http, {"text_input": "a", "max_tokens": 1})[0] == 200, "no answer")
-        os.kill(server.rank_pids()[4], signal.SIGKILL)  # FFN rank 1
-        thread.join(timeout=300)
-        assert not thread.is_alive()
-        assert "AFD job" in out["r"].error and out["r"].finish_reason is None
+        error = error_after_kill(server, server.rank_pids()[4])  # FFN rank 1
+        assert "the AFD job stopped" in error
         wait_for(lambda: "FFN rank 1 (MPI rank 4) died (signal 9)" in server.output(),
                  "serve did not name the dead rank")
         assert "restarting the AFD job (1 of 1)" in server.output()
-        wait_for(lambda: not server.ready() or "ready again" in server.output(), "ready")
+        log = server.run_dir / "tritonserver.log"  # the model went not ready: it was unloaded
+        wait_for(lambda: "successfully unloaded 'step3'" in log.read_text(), "not unloaded")
         server.wait_ready()  # the restarted job serves again, with the same answers
         ids, text = reference([PROMPT], 24)[0]
         status, body = http_generate(server.http, {"text_input": PROMPT, "max_tokens": 24})
