@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
                    help="seconds any rank waits for a peer before failing the job (default: 60)")
     p.add_argument("--startup-timeout", type=float, default=600.0,
                    help="seconds to wait for the server and the job to be ready (default: 600)")
+    p.add_argument("--heartbeat-timeout", type=float, default=30.0,
+                   help="seconds without a heartbeat from the job's coordinator before requests "
+                        "in flight fail and the job is restarted (default: 30)")
     p.add_argument("--max-restarts", type=int, default=3,
                    help="restarts of a failed AFD job before serve gives up (default: 3)")
     p.add_argument("--micro-batches", type=int, default=None,
@@ -49,5 +52,6 @@ def run(args) -> int:
         endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
+        heartbeat_timeout_s=args.heartbeat_timeout,
         max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
     return Supervisor(options).run()

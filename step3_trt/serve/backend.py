@@ -48,6 +48,8 @@ class Step3Model:
                                 float(params.get("heartbeat_timeout_s") or 30),
                                 on_heartbeat=self.metrics.on_heartbeat,
                                 on_down=self.metrics.on_down)
+        if self.client.up:
+            self.metrics.up.set(1)  # from here on 0 means the job stopped answering
 
     def execute(self, requests: list) -> None:
         for request in requests:

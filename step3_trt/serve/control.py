@@ -32,3 +32,17 @@ def load_model(base: str, model: str, timeout_s: float) -> bool:
 
 def unload_model(base: str, model: str, timeout_s: float) -> bool:
     return _status(f"{base}/v2/repository/models/{model}/unload", "POST", timeout_s) == 200
+
+
+def job_up(metrics_base: str) -> float | None:
+    """The backend's `step3_afd_job_up` gauge (1 answering, 0 gone), None if not published."""
+    request = urllib.request.Request(f"{metrics_base}/metrics")
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("step3_afd_job_up"):
+            return float(line.rsplit(" ", 1)[1])
+    return None

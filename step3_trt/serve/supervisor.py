@@ -28,6 +28,8 @@ MODEL = "step3"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_repo"
 EXIT_TIMEOUT_S = 10
 POLL_S = 0.2
+SILENT_GRACE_S = 5.0  # a job the backend calls gone, whose mpiexec is still running after this
+                      # long, is hung (a dying job's mpiexec exits well within it)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Supervisor:
         self.job: ServingJob | None = None
         self.loading: threading.Thread | None = None
         self.restarts = 0
+        self.silent_since: float | None = None  # when the backend first reported the job gone
+        self.hung = False
 
     def say(self, text: str) -> None:
         print(f"[serve] {text}", file=self.out, flush=True)
@@ -129,6 +133,7 @@ class Supervisor:
         while not self.stopping.is_set():
             if self._server_exited():
                 return 1
+            self._check_answering()
             if self.job.exit_code() is not None and not self._recover():
                 return 1
             if self.loading is not None and not self.loading.is_alive():
@@ -141,9 +146,28 @@ class Supervisor:
             time.sleep(POLL_S)
         return 0
 
+    def _check_answering(self) -> None:
+        """A coordinator that stops answering (hung, not dead) leaves mpiexec running: the
+        backend reports it gone (no heartbeat); after a grace period the job is stopped, so
+        that it is restarted like a failed one."""
+        if self.loading is not None or self.job.exit_code() is not None:
+            self.silent_since = None
+            return
+        if control.job_up(self.options.endpoints.metrics_url) != 0:
+            self.silent_since = None
+        elif self.silent_since is None:
+            self.silent_since = time.monotonic()
+        elif time.monotonic() - self.silent_since > SILENT_GRACE_S:
+            self.say("the AFD job stopped answering (no heartbeat from its coordinator); "
+                     "stopping it")
+            self.hung, self.silent_since = True, None
+            stop_group(self.job.proc, grace_s=5.0)
+
     def _recover(self) -> bool:
         """The job ended: mark the model unavailable, restart the job, load the model again."""
-        self.say(f"AFD job failed: {self.job.failure()}")
+        reason = "its coordinator stopped answering" if self.hung else self.job.failure()
+        self.hung = False
+        self.say(f"AFD job failed: {reason}")
         control.unload_model(self.url, MODEL, timeout_s=60)
         self.job.stop()
         if self.restarts >= self.options.max_restarts:

@@ -69,6 +69,10 @@ class Endpoints:
     def http_url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}"
+
 
 def server_command(install: TritonInstall, repository: Path, backends: Path, ends: Endpoints,
                    model: str, exit_timeout_s: int) -> list[str]:

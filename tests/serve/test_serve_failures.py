@@ -1,6 +1,7 @@
 """A killed AFD rank: the request in flight gets an error (no hang), the model reports not
-ready, the job restarts and serves correct answers again; once restarts are used up, serve
-exits with an error, leaving nothing running, and a new server starts on the same ports."""
+ready, the job restarts and serves correct answers again. A hung coordinator: requests fail
+after the heartbeat timeout and the job is stopped; with no restarts left serve exits with an
+error, leaving nothing running, and a new server starts on the same ports."""
 
 import os
 import signal
@@ -23,8 +24,9 @@ def wait_for(condition, what: str, timeout_s: float = 300):
         time.sleep(0.2)
 
 
-def error_after_kill(server, pid: int) -> str:
-    """Start a long streaming request, kill `pid` once tokens flow, return the stream's error."""
+def error_after_kill(server, pid: int, sig=signal.SIGKILL) -> str:
+    """Start a long streaming request, signal `pid` once tokens flow, return the stream's
+    error."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(server.grpc)
@@ -35,7 +37,7 @@ def error_after_kill(server, pid: int) -> str:
     try:
         result, error = got.get(timeout=300)
         assert error is None  # the request is in flight, streaming
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         while error is None:  # a hang fails here
             result, error = got.get(timeout=300)
             assert error is not None or \
@@ -48,7 +50,8 @@ def error_after_kill(server, pid: int) -> str:
 
 def test_killed_rank_errors_in_flight_goes_not_ready_and_restarts(bundled_engines, reference,
                                                                   tmp_path):
-    server = Server(bundled_engines, tmp_path / "run", ["--max-restarts", "1"]).start()
+    server = Server(bundled_engines, tmp_path / "run",
+                    ["--max-restarts", "1", "--heartbeat-timeout", "5"]).start()
     try:
         error = error_after_kill(server, server.rank_pids()[4])  # FFN rank 1
         assert "the AFD job stopped" in error
@@ -61,9 +64,12 @@ def test_killed_rank_errors_in_flight_goes_not_ready_and_restarts(bundled_engine
         ids, text = reference([PROMPT], 24)[0]
         status, body = http_generate(server.http, {"text_input": PROMPT, "max_tokens": 24})
         assert status == 200 and (body["output_ids"], body["text_output"]) == (ids, text)
-        # no restarts left: the next failure ends serve with an error, nothing left behind
-        os.kill(server.rank_pids()[2], signal.SIGKILL)  # attention rank 1
+        # a hung coordinator: requests fail after the heartbeat timeout, the job is stopped;
+        # no restarts left, so serve ends with an error, leaving nothing behind
+        error = error_after_kill(server, server.rank_pids()[0], signal.SIGSTOP)
+        assert "the AFD job sent no heartbeat for 5 s" in error
         assert server.proc.wait(timeout=300) == 1
+        assert "AFD job failed: its coordinator stopped answering" in server.output()
         assert "no restarts left (--max-restarts 1)" in server.output()
     finally:
         server.stop()
