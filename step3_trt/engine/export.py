@@ -30,16 +30,14 @@ def default_cache_dir() -> Path:
 def graph_module(sig: GraphSignature, arch: dict, fp8: Fp8Layout | None = None) -> torch.nn.Module:
     eps = arch["rms_norm_eps"]
     heads, head_dim = arch["num_attention_heads"], arch["head_dim"]
-    scales = graphs.NO_FP8 if fp8 is None else \
-        graphs.Fp8Scales(fp8.linears, fp8.experts, fp8.static, fp8.kv)
     return {
         "embed": lambda: graphs.Embed(),
-        "attn_prefill": lambda: graphs.Attention(heads, head_dim, eps, decode=False, fp8=scales),
-        "attn_decode": lambda: graphs.Attention(heads, head_dim, eps, decode=True, fp8=scales),
+        "attn_prefill": lambda: graphs.Attention(heads, head_dim, eps, decode=False, fp8=fp8),
+        "attn_decode": lambda: graphs.Attention(heads, head_dim, eps, decode=True, fp8=fp8),
         "router": lambda: graphs.Router(arch["moe_top_k"], arch.get("norm_expert_weight", False)),
         "head": lambda: graphs.Head(eps),
-        "ffn_moe": lambda: graphs.MoeFfn(scales),
-        "ffn_dense": lambda: graphs.DenseFfn(scales),
+        "ffn_moe": lambda: graphs.MoeFfn(fp8),
+        "ffn_dense": lambda: graphs.DenseFfn(fp8),
     }[sig.name]()
 
 
@@ -85,7 +83,8 @@ def cache_key(sig: GraphSignature, arch: dict, weights: list[torch.Tensor],
         "weights": [(tuple(w.shape), str(w.dtype)) for w in weights],
         "runtime": [(t.dim(), str(t.dtype)) for t in runtime],
         "plugins": plugin_versions, "torch": torch.__version__, "device": device,
-        "graph_format": graph_format, "graphs_source": hashlib.sha256(Path(graphs.__file__).read_bytes()).hexdigest(),
+        "graph_format": graph_format,
+        "graphs_source": hashlib.sha256(Path(graphs.__file__).read_bytes()).hexdigest(),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

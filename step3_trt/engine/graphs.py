@@ -9,11 +9,15 @@ P block size, M max blocks per sequence, V vocab.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import plugins  # noqa: F401  (registers the step3::* ops)
+from plugins._common import quantize_with
+from step3_trt.engine.signatures import Fp8Layout
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -28,9 +32,6 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return (xf * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
-FP8_MAX = 448.0
-
-
 def linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor | None = None,
            x_scale: torch.Tensor | None = None) -> torch.Tensor:
     """x [T, in] @ w [out, in]^T. FP8 weights (with `w_scale`) run the FP8 plugin GEMM on x
@@ -40,37 +41,22 @@ def linear(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor | None = None
     if x_scale is None:
         x_q, x_s = torch.ops.step3.fp8_quantize(x, "group")
     else:
-        x_q = (x.float() / x_scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        x_s = x_scale
+        x_q, x_s = quantize_with(x, x_scale), x_scale
     return torch.ops.step3.fp8_linear(x_q, x_s, w, w_scale).to(x.dtype)
 
 
-class Fp8Scales:
-    """The trailing scale inputs of a graph built for an FP8 checkpoint, in signature order:
-    per linear its weight scale (then its static input scale), per routed-expert projection its
-    weight scale, then the K and V cache scales. Unquantized graphs take none."""
-
-    def __init__(self, linears: tuple[str, ...] = (), experts: tuple[str, ...] = (),
-                 static: bool = False, kv: bool = False):
-        self.linears, self.experts, self.static, self.kv = linears, experts, static, kv
-
-    def unpack(self, scales: tuple) -> dict[str, tuple]:
-        """name -> (weight scale, input scale or None) / (scale,) for experts; "kv" -> (k, v)."""
-        it, out = iter(scales), {}
-        for name in self.linears:
-            out[name] = (next(it), next(it) if self.static else None)
-        for name in self.experts:
-            out[name] = (next(it),)
-        out["kv"] = (next(it), next(it)) if self.kv else (None, None)
-        return out
+def fp8_scales(layout: Fp8Layout | None, scales: tuple) -> defaultdict:
+    """The trailing scale inputs of a graph, by name (`Fp8Layout.unpack`); any name a graph
+    without FP8 weights asks for gets (None, None): its linears run in high precision."""
+    out = defaultdict(lambda: (None, None))
+    if layout is not None:
+        out.update(layout.unpack(scales))
+    return out
 
 
-NO_FP8 = Fp8Scales()
-
-
-def swiglu(x, w_gate, w_up, w_down, s=None):
+def swiglu(x, w_gate, w_up, w_down, s=((None, None),) * 3):
     """SwiGLU MLP; `s` = (gate, up, down) (weight scale, input scale) pairs for FP8 weights."""
-    sg, su, sd = s or ((None, None),) * 3
+    sg, su, sd = s
     return linear(F.silu(linear(x, w_gate, *sg)) * linear(x, w_up, *su), w_down, *sd)
 
 
@@ -83,10 +69,8 @@ class Attention(nn.Module):
     """input_layernorm -> MFA (append K/V to the paged cache, attend) -> o_proj -> residual ->
     post_attention_layernorm. Returns h (the residual stream) and y (the FFN input)."""
 
-    LINEARS = ("q_proj", "wq", "k_proj", "v_proj", "o_proj")
-
     def __init__(self, num_heads: int, head_dim: int, eps: float, decode: bool,
-                 fp8: Fp8Scales = NO_FP8):
+                 fp8: Fp8Layout | None = None):
         super().__init__()
         self.num_heads, self.head_dim, self.eps, self.decode = num_heads, head_dim, eps, decode
         self.fp8 = fp8
@@ -96,10 +80,10 @@ class Attention(nn.Module):
                 w_input_norm, w_q, w_inter_norm, w_wq, w_k, w_v, w_o, w_post_norm, *scales):
         # x [T, H]; positions, slot_mapping [T]; rope_* [max_pos, D]; *_cache [B, P, D];
         # block_tables [S, M]; seq_lens [S] (cached + new); cu_seqlens_q [S + 1]
-        # scales (FP8 checkpoints): see Fp8Scales; k/v cache scales [1] for an 8-bit cache
+        # scales (FP8 checkpoints): see Fp8Layout; k/v cache scales [1] for an 8-bit cache
         T = x.shape[0]
-        s = self.fp8.unpack(scales) if scales else dict.fromkeys(self.LINEARS, (None, None))
-        k_scale, v_scale = s.get("kv", (None, None))
+        s = fp8_scales(self.fp8, scales)
+        k_scale, v_scale = s["kv"]
         a = rms_norm(x, w_input_norm, self.eps)
         q = linear(rms_norm(linear(a, w_q, *s["q_proj"]), w_inter_norm, self.eps), w_wq, *s["wq"])
         q = q.view(T, self.num_heads, self.head_dim)
@@ -138,35 +122,30 @@ class MoeFfn(nn.Module):
     """This FFN rank's partial of a MoE layer: its routed experts plus its shared-expert slice.
     Expert ids are global; `expert_offset` ([] int) maps them to this rank's local experts."""
 
-    EXPERTS = ("gate_proj", "up_proj", "down_proj")
-    LINEARS = ("shared_gate", "shared_up", "shared_down")
-
-    def __init__(self, fp8: Fp8Scales = NO_FP8):
+    def __init__(self, fp8: Fp8Layout | None = None):
         super().__init__()
         self.fp8 = fp8
 
     def forward(self, y, topk_weights, topk_ids, expert_offset,
                 w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down, *scales):
         local = topk_ids - expert_offset  # ids outside [0, E) belong to other ranks
-        s = self.fp8.unpack(scales) if scales else {}
+        s = fp8_scales(self.fp8, scales)
         routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down,
-                                             *(s[e][0] for e in self.EXPERTS if e in s))
-        shared = tuple(s[n] for n in self.LINEARS) if s else None
+                                             s["gate_proj"][0], s["up_proj"][0], s["down_proj"][0])
+        shared = (s["shared_gate"], s["shared_up"], s["shared_down"])
         return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down, shared)  # [T, H]
 
 
 class DenseFfn(nn.Module):
     """This FFN rank's partial of a dense layer: its slice of the SwiGLU MLP."""
 
-    LINEARS = ("gate", "up", "down")
-
-    def __init__(self, fp8: Fp8Scales = NO_FP8):
+    def __init__(self, fp8: Fp8Layout | None = None):
         super().__init__()
         self.fp8 = fp8
 
     def forward(self, y, w_gate, w_up, w_down, *scales):
-        s = self.fp8.unpack(scales) if scales else {}
-        return swiglu(y, w_gate, w_up, w_down, tuple(s[n] for n in self.LINEARS) if s else None)
+        s = fp8_scales(self.fp8, scales)
+        return swiglu(y, w_gate, w_up, w_down, (s["gate"], s["up"], s["down"]))
 
 
 class Head(nn.Module):

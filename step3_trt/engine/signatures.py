@@ -53,7 +53,7 @@ def weight_names(sig: GraphSignature, layer: int | None) -> list[str]:
     return [w.format(layer=layer) for w in sig.weights]
 
 
-# FP8 graphs: (key in the graph's Fp8Scales, checkpoint prefix) per quantized linear / expert
+# FP8 graphs: (the graph's name for its scales, checkpoint prefix) per quantized linear / expert
 FP8_LINEARS = {
     "attn": (("q_proj", "self_attn.q_proj"), ("wq", "self_attn.wq"), ("k_proj", "self_attn.k_proj"),
              ("v_proj", "self_attn.v_proj"), ("o_proj", "self_attn.o_proj")),
@@ -67,12 +67,25 @@ FP8_EXPERTS = {"ffn_moe": (("gate_proj", "moe.gate_proj"), ("up_proj", "moe.up_p
 
 @dataclass(frozen=True)
 class Fp8Layout:
-    """How a graph of an FP8 engine takes its scales (see graphs.Fp8Scales)."""
+    """How a graph of an FP8 engine takes its scales: after its other weights, per linear its
+    weight scale (then its static input scale), per routed-expert projection its weight scale,
+    then the K and V cache scales."""
     linears: tuple[str, ...]
     experts: tuple[str, ...]
     static: bool
     kv: bool
     templates: tuple[str, ...]  # the scale tensors' name templates, in input order
+
+    def unpack(self, scales: tuple) -> dict[str, tuple]:
+        """name -> (weight scale, input scale or None); expert projection -> (scale,);
+        "kv" -> (k scale, v scale) or (None, None)."""
+        it, out = iter(scales), {}
+        for name in self.linears:
+            out[name] = (next(it), next(it) if self.static else None)
+        for name in self.experts:
+            out[name] = (next(it),)
+        out["kv"] = (next(it), next(it)) if self.kv else (None, None)
+        return out
 
 
 def fp8_layout(graph: str, scheme, kv_fp8: bool) -> Fp8Layout | None:
