@@ -14,10 +14,10 @@ import warnings
 
 import torch
 
+from plugins._common import FP8_MAX
 from plugins.fp8 import fp8_quantize_ref
 from step3_trt.model.reference import DecoderLayer, apply_rope, rope_cos_sin
 
-FP8_MAX = 448.0
 # Input quantizers on every linear layer except the router (kept in high precision).
 CALIB_CFG = {
     "quant_cfg": [
@@ -39,10 +39,12 @@ def _modelopt():
 
 
 def calibrate_layer(layer: DecoderLayer, batches: list[torch.Tensor],
-                    kv_cache: bool) -> dict[str, float]:
-    """Activation amax per quantized input, keyed by the linear's name in the layer
-    (`self_attn.q_proj`, ...), plus `self_attn.k` / `self_attn.v` with `kv_cache`.
-    `batches`: hidden states entering the layer, each [B, L, H]. Modifies `layer` in place."""
+                    kv_cache: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """(amax, outputs): activation amax per quantized input, keyed by the linear's name in the
+    layer (`self_attn.q_proj`, ...), plus `self_attn.k` / `self_attn.v` with `kv_cache`; and the
+    hidden states leaving the layer, from the calibration pass itself (max calibration only
+    observes, so they are the full-precision outputs). `batches`: hidden states entering the
+    layer, each [B, L, H]. Modifies `layer` in place."""
     mtq, TensorQuantizer, Attr = _modelopt()
     amax: dict[str, float] = {}
     if kv_cache:
@@ -61,9 +63,10 @@ def calibrate_layer(layer: DecoderLayer, batches: list[torch.Tensor],
             q.load_calib_amax()
             amax[f"self_attn.{kv}"] = float(q.amax)
 
+    outputs: list[torch.Tensor] = []
+
     def forward_loop(model):
-        for x in batches:
-            model(x, _positions(x), None, torch.full((x.shape[0],), x.shape[1]))
+        outputs[:] = [layer_forward(model, x) for x in batches]
 
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # "Inserted N quantizers"
         mtq.quantize(layer, CALIB_CFG, forward_loop)
@@ -71,11 +74,16 @@ def calibrate_layer(layer: DecoderLayer, batches: list[torch.Tensor],
         if isinstance(module, TensorQuantizer) and module.is_enabled and \
                 name.endswith(".input_quantizer"):
             amax[name.removesuffix(".input_quantizer")] = float(module.amax)
-    return amax
+    return amax, outputs
 
 
 def _positions(x: torch.Tensor) -> torch.Tensor:
     return torch.arange(x.shape[1]).expand(x.shape[0], -1)
+
+
+def layer_forward(layer: DecoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """A decoder layer over whole sequences x [B, L, H] (causal, no cache)."""
+    return layer(x, _positions(x), None, torch.full((x.shape[0],), x.shape[1]))
 
 
 def activation_scale(amax: float) -> torch.Tensor:

@@ -87,10 +87,7 @@ def _quantize_layer(reader: CheckpointReader, i: int, hidden: list[torch.Tensor]
     for spec in layer_specs(cfg, i):
         stored[spec.name] = reader.get(spec.name)
         layer.get_parameter(spec.name.removeprefix(prefix)).data.copy_(stored[spec.name])
-    with torch.no_grad():
-        out = [layer(x, _positions(x), None, torch.full((x.shape[0],), x.shape[1]))
-               for x in hidden]
-    amax = calibrate_layer(layer, hidden, scheme.kv_cache_fp8)
+    amax, out = calibrate_layer(layer, hidden, scheme.kv_cache_fp8)
     del layer
     for spec in layer_specs(cfg, i):
         w = stored.pop(spec.name)
@@ -107,7 +104,3 @@ def _quantize_layer(reader: CheckpointReader, i: int, hidden: list[torch.Tensor]
                 key = key.removesuffix(".input")
                 writer.write(extra.name, activation_scale(amax[key]))
     return out
-
-
-def _positions(x: torch.Tensor) -> torch.Tensor:
-    return torch.arange(x.shape[1]).expand(x.shape[0], -1)
