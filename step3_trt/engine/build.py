@@ -26,11 +26,11 @@ from step3_trt.engine.signatures import (ROPE_COS, ROPE_SIN, SIGNATURES, fp8_lay
 from step3_trt.manifest import (ENGINES, FORMAT_VERSION, ROLE_CHECKPOINT, ArtifactError,
                                 read_manifest, write_json)
 from step3_trt.model.load import DTYPES
+from step3_trt.model.reference import rope_cos_sin
 from step3_trt.quant.scheme import Fp8Scheme
 
 # Build-config dtype names -> torch dtypes (engine.json records the torch names)
 TORCH_DTYPES = {**DTYPES, "fp8": torch.float8_e4m3fn}
-from step3_trt.model.reference import rope_cos_sin
 
 
 def graphs_for(role: str, cfg: Step3Config, device: str) -> list[str]:
@@ -60,6 +60,67 @@ def inputs_digest(role_manifest: dict, build: BuildConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def read_converted(role_dir: Path, build: BuildConfig) -> dict:
+    """The role checkpoints' manifest, refused unless they were converted with `build`."""
+    manifest = read_manifest(role_dir, ROLE_CHECKPOINT)
+    if manifest["build_config"]["digest"] != build.digest():
+        raise ArtifactError(
+            f"{role_dir} was converted with build config `{manifest['build_config']['name']}` "
+            f"({manifest['build_config']['digest']}), not `{build.name}` ({build.digest()}); "
+            f"run `step3-trt convert` with this config first")
+    return manifest
+
+
+def built_from(out: Path, digest: str) -> bool:
+    """True when `out` already holds engines built from inputs with this digest."""
+    if not (out / "manifest.json").is_file():
+        return False
+    try:
+        return read_manifest(out, ENGINES).get("inputs_digest") == digest
+    except ArtifactError:
+        return False
+
+
+def read_role_config(rank_dir: Path) -> dict:
+    role_cfg = json.loads((rank_dir / "config.json").read_text())
+    if role_cfg.get("format") != ROLE_CHECKPOINT:
+        raise ArtifactError(f"{rank_dir}/config.json is not a role checkpoint config")
+    return role_cfg
+
+
+def extra_tensors(role: str, cfg: Step3Config) -> dict[str, torch.Tensor]:
+    """Engine data beyond the checkpoint: an attention rank's RoPE tables (float64-computed)."""
+    if role != "attention":
+        return {}
+    cos, sin = rope_cos_sin(torch.arange(cfg.max_position_embedding), cfg.head_dim,
+                            cfg.rope_theta)
+    return {ROPE_COS: cos, ROPE_SIN: sin}
+
+
+def write_extra(out: Path, extra: dict[str, torch.Tensor]) -> list[str]:
+    """Write the extra tensors (if any); returns the rank's weight directories."""
+    if not extra:
+        return ["."]
+    (out / "extra").mkdir()
+    write_tensors(out / "extra", list(extra.items()))
+    return [".", "extra"]
+
+
+def engine_record(role_cfg: dict, build: BuildConfig, act_name: str, kv_name: str,
+                  graphs: dict, weight_dirs: list[str]) -> dict:
+    """engine.json of one rank: what the runtime needs to load and run it without model source."""
+    return {
+        "format": ENGINES, "format_version": FORMAT_VERSION, "role": role_cfg["role"],
+        "rank": role_cfg["rank"], "mapping": role_cfg["mapping"],
+        "architecture": role_cfg["architecture"],
+        "dtypes": {"weights": role_cfg["dtype"], "activations": act_name, "kv_cache": kv_name},
+        "quantization": role_cfg["quantization"], "plugin_ops": plugins.OP_VERSIONS,
+        "graphs": graphs, "weight_dirs": weight_dirs,
+        "build_config": {"name": build.name, "digest": build.digest()},
+        "kv_cache": {"block_size": build.kv_cache.block_size},
+        "backend": build.backend, "device": build.device, "torch": torch.__version__}
+
+
 def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
                   cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, bool]:
     """Build every rank's engine. Returns (out, reused): reused is True when `out` already holds
@@ -68,24 +129,15 @@ def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
         from step3_trt.onnx.build import build_onnx_engines
         return build_onnx_engines(role_dir, build, out, cache_dir=cache_dir, progress=progress)
     role_dir, out = Path(role_dir), Path(out)
-    manifest = read_manifest(role_dir, ROLE_CHECKPOINT)
-    if manifest["build_config"]["digest"] != build.digest():
-        raise ArtifactError(
-            f"{role_dir} was converted with build config `{manifest['build_config']['name']}` "
-            f"({manifest['build_config']['digest']}), not `{build.name}` ({build.digest()}); "
-            f"run `step3-trt convert` with this config first")
+    manifest = read_converted(role_dir, build)
     if build.backend != "inductor":
         raise BuildConfigError(f"`backend: {build.backend}` is not available yet; "
                                f"use inductor or onnx")
     if build.device == "cuda" and not torch.cuda.is_available():
         raise BuildConfigError("`device: cuda` but no CUDA GPU is visible")
     digest = inputs_digest(manifest, build)
-    if (out / "manifest.json").is_file():
-        try:
-            if read_manifest(out, ENGINES).get("inputs_digest") == digest:
-                return out, True
-        except ArtifactError:
-            pass
+    if built_from(out, digest):
+        return out, True
     cache_dir = cache_dir or default_cache_dir()
     with atomic_directory(out, overwrite=True) as tmp:
         shutil.copytree(role_dir / "tokenizer", tmp / "tokenizer")
@@ -104,9 +156,7 @@ def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
 
 
 def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, bar) -> None:
-    role_cfg = json.loads((rank_dir / "config.json").read_text())
-    if role_cfg.get("format") != ROLE_CHECKPOINT:
-        raise ArtifactError(f"{rank_dir}/config.json is not a role checkpoint config")
+    role_cfg = read_role_config(rank_dir)
     arch = role_cfg["architecture"]
     cfg = Step3Config.from_dict(arch)
     role = role_cfg["role"]
@@ -122,11 +172,7 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
     (out / "graphs").mkdir(parents=True)
     for f in sorted(p.name for p in rank_dir.glob("*.safetensors*")):
         link_or_copy(rank_dir / f, out / f)
-    extra = {}
-    if role == "attention":
-        cos, sin = rope_cos_sin(torch.arange(cfg.max_position_embedding), cfg.head_dim,
-                                cfg.rope_theta)
-        extra = {ROPE_COS: cos, ROPE_SIN: sin}
+    extra = extra_tensors(role, cfg)
     graph_entries = {}
     for name in graphs_for(role, cfg, build.device):
         fp8 = fp8_layout(name, scheme, kv == torch.float8_e4m3fn) if scheme else None
@@ -140,16 +186,7 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path, 
         bar.write(f"  {out.parent.name}/{out.name}: {name} {'(cached)' if hit else 'compiled'}")
         graph_entries[name] = {"file": f"graphs/{name}.pt2", "format": build.graph_format,
                               **sig.to_dict()}
-    if extra:
-        (out / "extra").mkdir()
-        write_tensors(out / "extra", list(extra.items()))
-    write_json(out / "engine.json", {
-        "format": ENGINES, "format_version": FORMAT_VERSION, "role": role,
-        "rank": role_cfg["rank"], "mapping": role_cfg["mapping"], "architecture": arch,
-        "dtypes": {"weights": role_cfg["dtype"], "activations": act_name, "kv_cache": kv_name},
-        "quantization": role_cfg["quantization"], "plugin_ops": plugins.OP_VERSIONS,
-        "graphs": graph_entries, "weight_dirs": [".", "extra"] if extra else ["."],
-        "build_config": {"name": build.name, "digest": build.digest()},
-        "kv_cache": {"block_size": build.kv_cache.block_size},
-        "backend": build.backend, "device": build.device, "torch": torch.__version__})
+    weight_dirs = write_extra(out, extra)
+    write_json(out / "engine.json",
+               engine_record(role_cfg, build, act_name, kv_name, graph_entries, weight_dirs))
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import onnx
-import torch
 import yaml
 from tqdm import tqdm
 
@@ -25,15 +23,15 @@ import plugins
 from plugins.onnx import DOMAIN, SPECS, manifest as plugin_manifest
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.reader import TensorStore
-from step3_trt.checkpoint.writer import atomic_directory, write_tensors
+from step3_trt.checkpoint.writer import atomic_directory
 from step3_trt.config import Step3Config
-from step3_trt.engine.build import example_layer, graphs_for, inputs_digest
+from step3_trt.engine.build import (built_from, engine_record, example_layer, extra_tensors,
+                                    graphs_for, inputs_digest, read_converted, read_role_config,
+                                    write_extra)
 from step3_trt.engine.export import default_cache_dir
-from step3_trt.engine.signatures import ROPE_COS, ROPE_SIN, SIGNATURES, weight_names
-from step3_trt.manifest import (ENGINES, FORMAT_VERSION, ROLE_CHECKPOINT, ArtifactError,
-                                read_manifest, write_json)
+from step3_trt.engine.signatures import SIGNATURES, weight_names
+from step3_trt.manifest import ENGINES, FORMAT_VERSION, write_json
 from step3_trt.model.load import DTYPES
-from step3_trt.model.reference import rope_cos_sin
 from step3_trt.onnx.export import export_graph, exporter_digest
 from step3_trt.onnx.translate import OPSET
 from step3_trt.onnx.weights import WEIGHTS_FILE, write_weight_index
@@ -47,24 +45,15 @@ def build_onnx_engines(role_dir: str | Path, converted: BuildConfig, out: str | 
     """Build ONNX engines for every rank of `role_dir`, which was converted with `converted`
     (any backend: the role split does not depend on it). Returns (out, reused)."""
     role_dir, out = Path(role_dir), Path(out)
-    manifest = read_manifest(role_dir, ROLE_CHECKPOINT)
-    if manifest["build_config"]["digest"] != converted.digest():
-        raise ArtifactError(
-            f"{role_dir} was converted with build config `{manifest['build_config']['name']}` "
-            f"({manifest['build_config']['digest']}), not `{converted.name}` "
-            f"({converted.digest()}); run `step3-trt convert` with this config first")
+    manifest = read_converted(role_dir, converted)
     if converted.quantization != "none" or converted.dtypes.kv_cache == "fp8":
         raise BuildConfigError("`backend: onnx` with FP8 weights or an FP8 KV cache is not built "
                                "yet (docs/onnx.md)")
     build = dataclasses.replace(converted, backend="onnx")
     digest = hashlib.sha256((inputs_digest(manifest, build) + exporter_digest()).encode())
     digest = digest.hexdigest()[:16]
-    if (out / "manifest.json").is_file():
-        try:
-            if read_manifest(out, ENGINES).get("inputs_digest") == digest:
-                return out, True
-        except ArtifactError:
-            pass
+    if built_from(out, digest):
+        return out, True
     cache_dir = cache_dir or default_cache_dir()
     with atomic_directory(out, overwrite=True) as tmp:
         shutil.copytree(role_dir / "tokenizer", tmp / "tokenizer")
@@ -95,9 +84,7 @@ def plugin_ops(path: Path) -> list[str]:
 
 def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path,
                 bar) -> list[tuple[str, str]]:
-    role_cfg = json.loads((rank_dir / "config.json").read_text())
-    if role_cfg.get("format") != ROLE_CHECKPOINT:
-        raise ArtifactError(f"{rank_dir}/config.json is not a role checkpoint config")
+    role_cfg = read_role_config(rank_dir)
     arch, role = role_cfg["architecture"], role_cfg["role"]
     cfg = Step3Config.from_dict(arch)
     store = TensorStore(rank_dir)
@@ -106,11 +93,7 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path,
     for f in sorted(p.name for p in rank_dir.glob("*.safetensors*")):
         # copied, not hard-linked: ONNX refuses external data in a file with several links
         shutil.copyfile(rank_dir / f, out / f)
-    extra = {}
-    if role == "attention":
-        cos, sin = rope_cos_sin(torch.arange(cfg.max_position_embedding), cfg.head_dim,
-                                cfg.rope_theta)
-        extra = {ROPE_COS: cos, ROPE_SIN: sin}
+    extra = extra_tensors(role, cfg)
     entries, used = {}, []
     for name in graphs_for(role, cfg, build.device):
         sig = SIGNATURES[name]
@@ -123,19 +106,9 @@ def _build_rank(rank_dir: Path, build: BuildConfig, out: Path, cache_dir: Path,
         bar.write(f"  {out.parent.name}/{out.name}: {name}.onnx {state}")
         entries[name] = {"file": f"graphs/{name}.onnx", **sig.to_dict(), "updates": updates}
         used += [(op, name) for op in plugin_ops(file)]
-    weight_dirs = [".", "extra"] if extra else ["."]
-    if extra:
-        (out / "extra").mkdir()
-        write_tensors(out / "extra", list(extra.items()))
+    weight_dirs = write_extra(out, extra)
     write_weight_index(out, weight_dirs)
     write_json(out / "engine.json", {
-        "format": ENGINES, "format_version": FORMAT_VERSION, "role": role,
-        "rank": role_cfg["rank"], "mapping": role_cfg["mapping"], "architecture": arch,
-        "dtypes": {"weights": role_cfg["dtype"], "activations": act_name, "kv_cache": kv_name},
-        "quantization": role_cfg["quantization"], "plugin_ops": plugins.OP_VERSIONS,
-        "graphs": entries, "weight_dirs": weight_dirs, "weights_index": WEIGHTS_FILE,
-        "onnx": {"opset": OPSET, "plugin_domain": DOMAIN},
-        "build_config": {"name": build.name, "digest": build.digest()},
-        "kv_cache": {"block_size": build.kv_cache.block_size},
-        "backend": build.backend, "device": build.device, "torch": torch.__version__})
+        **engine_record(role_cfg, build, act_name, kv_name, entries, weight_dirs),
+        "weights_index": WEIGHTS_FILE, "onnx": {"opset": OPSET, "plugin_domain": DOMAIN}})
     return used
