@@ -25,7 +25,7 @@ from plugins._common import FP8, check, use_triton
 from plugins.fp8 import expand_scale, fp8_dequantize_ref, fp8_quantize_ref
 
 
-def _weight(w: torch.Tensor, s: Optional[torch.Tensor], e: int) -> torch.Tensor:
+def expert_weight(w: torch.Tensor, s: Optional[torch.Tensor], e: int) -> torch.Tensor:
     """Expert e's weight [out, in] in float32, dequantized with its scale (any layout above)."""
     we = w[e].float()
     if s is None:
@@ -48,10 +48,10 @@ def moe_experts_ref(x, topk_ids, topk_weights, w_gate, w_up, w_down, w_gate_scal
         if rows.numel() == 0:
             continue
         a = xin[rows]
-        h = F.silu(a @ _weight(w_gate, w_gate_scale, e).T) * (a @ _weight(w_up, w_up_scale, e).T)
+        h = F.silu(a @ expert_weight(w_gate, w_gate_scale, e).T) * (a @ expert_weight(w_up, w_up_scale, e).T)
         h = h.to(x.dtype)
         h = fp8_dequantize_ref(*fp8_quantize_ref(h, "group")) if fp8 else h.float()
-        y = (h @ _weight(w_down, w_down_scale, e).T) * topk_weights[rows, slot, None].float()
+        y = (h @ expert_weight(w_down, w_down_scale, e).T) * topk_weights[rows, slot, None].float()
         out.index_add_(0, rows, y)
     return out.to(x.dtype)
 

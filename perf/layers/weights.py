@@ -43,7 +43,7 @@ def layer_tensors(cfg: Step3Config, ffn_gpus: int) -> dict[str, torch.Tensor]:
 
 def fp8_tensors(bf16: dict[str, torch.Tensor], act_amax: float = 4.0) -> dict[str, torch.Tensor]:
     """The same layer as an FP8 checkpoint would hold it: FP8 weights + scales, static input
-    scales (amax `act_amax`), K/V cache scales."""
+    and K/V cache scales (amax `act_amax`)."""
     out = {}
     for name, w in bf16.items():
         base = name.removesuffix(".weight")
@@ -54,7 +54,7 @@ def fp8_tensors(bf16: dict[str, torch.Tensor], act_amax: float = 4.0) -> dict[st
         else:
             out[name] = w
     for kv in "kv":
-        out[f"model.layers.0.self_attn.{kv}_scale"] = torch.tensor([0.1 / 448 * 40], device="cuda")
+        out[f"model.layers.0.self_attn.{kv}_scale"] = torch.tensor([act_amax / 448], device="cuda")
     return out
 
 

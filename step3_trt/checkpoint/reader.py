@@ -18,6 +18,7 @@ from step3_trt.checkpoint.layout import TensorSpec, is_vision_tensor, text_specs
 from step3_trt.checkpoint.safetensors_header import (CODES, CheckpointError, TensorEntry,
                                                      read_header)
 from step3_trt.config import Step3Config
+from step3_trt.quant.dequant import dequantize
 from step3_trt.quant.scheme import Fp8Scheme, QuantConfigError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -163,10 +164,8 @@ class CheckpointReader(TensorStore):
         come dequantized to float32 (their scale tensors are consumed, not yielded)."""
         for spec in text_specs(self.config):
             if self.quant is not None and self.quant.quantizes(spec):
-                from step3_trt.quant.dequant import dequantize
                 scale = self.get(self.quant.scale_name(spec.name))
-                yield spec.name, dequantize(self.get(spec.name), scale,
-                                            self.quant.weight_granularity)
+                yield spec.name, dequantize(self.get(spec.name), scale)
             else:
                 yield spec.name, self.get(spec.name)
 
