@@ -76,6 +76,7 @@ class Runtime:
     max_tokens_per_step: int = 256  # prefill chunk budget per step
     micro_batches: int = 1  # decode micro-batches in flight under AFD
     max_seq_len: int | None = None  # prompt + output; None = the model's max_position_embedding
+    cuda_graphs: bool = True  # CUDA engines: replay decode steps from per-layer CUDA graphs
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _convert(hint, value: Any, key: str, choices):
         hint = next(a for a in hint.__args__ if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(value, bool) or not isinstance(value, hint):
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, hint):
         raise BuildConfigError(f"`{key}` must be {hint.__name__}, got {value!r}")
     if choices and value not in choices:
         raise BuildConfigError(f"`{key}` must be one of {', '.join(choices)}, got {value!r}")

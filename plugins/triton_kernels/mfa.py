@@ -22,14 +22,18 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
-                       qk_scale, H, tokens_per_split,
+                       qk_scale, H, min_tokens,
                        stride_qr, stride_qh, stride_kb, stride_kt, stride_vb, stride_vt, stride_bt,
                        stride_or, stride_os, stride_oh, stride_lr, stride_ls,
                        BS: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                        DECODE: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
                        ONE_SPLIT: tl.constexpr):
-    """Program (row r, split sp): heads of query row r against cache tokens
-    [sp*tokens_per_split, min((sp+1)*tokens_per_split, kv_len)) of its sequence.
+    """Program (row r, split sp): heads of query row r against split sp of its sequence's
+    kv_len cache tokens. A row uses min(#programs on axis 1, cdiv(kv_len, min_tokens)) equal
+    splits (rounded to BLOCK_N); programs past them write an empty split. The grid is sized for
+    the longest possible row, so under a CUDA graph whose block tables are as wide as the
+    longest sequence allowed, short rows still spread over the programs instead of leaving one
+    busy per row.
 
     DECODE: row r is sequence r and kv_len = seq_lens[r]; else seq = seq_ptr[r], kv_len = len_ptr[r]
     (causal prefill: position + 1). K_SCALE / V_SCALE: 0 none, 1 per tensor, 2 per cache block.
@@ -44,8 +48,10 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     else:
         seq = tl.load(seq_ptr + r)
         kv_len = tl.load(len_ptr + r)
-    start = sp * tokens_per_split
-    end = tl.minimum(start + tokens_per_split, kv_len)
+    n_split = tl.minimum(tl.num_programs(1), tl.maximum(tl.cdiv(kv_len, min_tokens), 1))
+    per_split = tl.cdiv(tl.cdiv(kv_len, n_split), BLOCK_N) * BLOCK_N
+    start = sp * per_split
+    end = tl.minimum(start + per_split, kv_len)
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, D)
     h_ok = offs_h < H
@@ -159,6 +165,7 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
                                           min_tokens)
     tps = cdiv(tps, block_n) * block_n
     splits = cdiv(max_ctx, tps)
+    min_tokens = tps if tokens_per_split else min_tokens
     out = torch.empty_like(q)
     one = splits == 1
     if one:
@@ -172,7 +179,7 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
     _attn_split_kernel[(R, splits)](
         q, k_cache, v_cache, block_tables, lens if decode else row_seq, lens,
         ks if ks is not None else lens, vs if vs is not None else lens, po, lse,
-        sm_scale * LOG2E, H, tps, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
+        sm_scale * LOG2E, H, min_tokens, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
         v_cache.stride(0), v_cache.stride(1), block_tables.stride(0), *so,
         BS=BS, D=D, BLOCK_H=max(16, next_pow2(H)), BLOCK_N=block_n, DECODE=decode, K_SCALE=kmode,
         V_SCALE=vmode, ONE_SPLIT=one, num_warps=warps, num_stages=stages)

@@ -6,6 +6,7 @@ Attention ranks are data-parallel replicas, so one of them serves the whole batc
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from step3_trt.convert.memory_plan import memory_plan
 from step3_trt.manifest import ENGINES, read_manifest
 from step3_trt.runtime.batch import StepBatch, make_batch
 from step3_trt.runtime.block_manager import BlockManager
+from step3_trt.runtime.cuda_graphs import GraphCache
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import AttentionExecutor, FfnExecutor
 from step3_trt.runtime.scheduler import Chunk, Request, Scheduler, SchedulerConfig
@@ -29,13 +31,18 @@ def kv_blocks(cfg: Step3Config, build: BuildConfig) -> int:
     return capacity.kv_capacity_tokens // build.kv_cache.block_size
 
 
+def max_seq_len(cfg: Step3Config, build: BuildConfig) -> int:
+    """Prompt + output tokens a sequence may reach."""
+    return build.runtime.max_seq_len or cfg.max_position_embedding
+
+
 def make_scheduler(cfg: Step3Config, build: BuildConfig, num_blocks: int,
                    eos_token_id: int | None, tokenizer: Step3Tokenizer | None) -> Scheduler:
     """The scheduler an attention rank runs, sized by the build config."""
     return Scheduler(
         BlockManager(num_blocks, build.kv_cache.block_size),
         SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
-        build.runtime.max_seq_len or cfg.max_position_embedding, eos_token_id,
+        max_seq_len(cfg, build), eos_token_id,
         detokenize=tokenizer.decode if tokenizer else None)
 
 
@@ -48,7 +55,9 @@ def sample_chunks(chunks: list[Chunk], logits: torch.Tensor,
 
 
 class LocalRunner:
-    def __init__(self, engine_dir: str | Path, device: str | None = None):
+    def __init__(self, engine_dir: str | Path, device: str | None = None,
+                 cuda_graphs: bool | None = None):
+        """`cuda_graphs`: None = the build config's `runtime.cuda_graphs` (CUDA engines only)."""
         self.dir = Path(engine_dir)
         manifest = read_manifest(self.dir, ENGINES)
         self.build = BuildConfig.from_file(self.dir / "build_config.yaml")
@@ -57,9 +66,17 @@ class LocalRunner:
         attention = RankEngine(self.dir / "attention" / "rank0", device, digest)
         self.config = Step3Config.from_dict(attention.arch)
         self.num_blocks = kv_blocks(self.config, self.build)
-        self.attention = AttentionExecutor(attention, self.num_blocks)
-        self.ffn = [FfnExecutor(RankEngine(self.dir / name, device, digest))
-                    for name in manifest["ranks"] if name.startswith("ffn/")]
+        runtime = self.build.runtime
+        if cuda_graphs is not None:
+            runtime = dataclasses.replace(runtime, cuda_graphs=cuda_graphs)
+        self.attention = AttentionExecutor(attention, self.num_blocks,
+                                           max_seq_len(self.config, self.build),
+                                           GraphCache.for_runtime(runtime, attention.device))
+        self.ffn = []
+        for name in manifest["ranks"]:
+            if name.startswith("ffn/"):
+                engine = RankEngine(self.dir / name, device, digest)
+                self.ffn.append(FfnExecutor(engine, GraphCache.for_runtime(runtime, engine.device)))
         self.device = attention.device
         self.tokenizer = load_tokenizer(self.dir)
 
@@ -75,7 +92,7 @@ class LocalRunner:
 
     def step(self, scheduler: Scheduler, chunks: list[Chunk]) -> torch.Tensor:
         tables = [scheduler.blocks.block_table(c.request.request_id) for c in chunks]
-        return self.forward(make_batch(chunks, tables, self.device))
+        return self.forward(self.attention.batch(chunks, tables))
 
     def prompt_logits(self, prompts: list[list[int]]) -> list[torch.Tensor]:
         """Logits [len(p), V] float32 at every position of each prompt (row t scores token

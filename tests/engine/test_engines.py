@@ -62,9 +62,20 @@ def test_prefill_and_decode_logits_match_the_reference(case):
     chunks = [Chunk(r, len(r.prompt), [t], blocks.append(r.request_id, 1), True)
               for r, t in zip(reqs, nxt)]
     tables = [blocks.block_table(r.request_id) for r in reqs]
+    before = runner.attention.k_cache.clone()
     got = runner.forward(make_batch(chunks, tables, "cpu"))
     want = torch.stack([model(torch.tensor([p + [t]]))[0, -1] for p, t in zip(prompts, nxt)])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # the same step padded as CUDA graphs run it (bucket rows, full-width tables): padding
+    # rows change nothing, and write no KV (slot -1) anywhere but the real tokens' slots
+    width = runner.attention.table_width
+    padded = runner.forward(make_batch(chunks, tables, "cpu", rows=len(chunks) + 3,
+                                       table_width=width))
+    torch.testing.assert_close(padded, got, rtol=1e-5, atol=1e-5)
+    bs = runner.build.kv_cache.block_size
+    touched = (runner.attention.k_cache != before).any(-1).nonzero()  # [layer, block, offset]
+    slots = {s for c in chunks for s in c.slots}
+    assert {int(b) * bs + int(o) for _, b, o in touched.tolist()} == slots
 
 
 def test_unchanged_inputs_reuse_the_build(engines_2a2f, graph_cache):

@@ -93,6 +93,27 @@ def test_mfa_decode_forced_splits_and_empty_sequence(tokens_per_split, cache_dty
     assert rel_err(out[1:], ref[1:]) < TOL
 
 
+@pytest.mark.parametrize("cache_dtype,scale_mode", CACHES)
+def test_mfa_decode_wide_tables_and_padding_rows(cache_dtype, scale_mode):
+    """As the runtime's CUDA graphs call it: block tables as wide as the longest sequence
+    allowed (64K tokens here), most rows far shorter, padding rows of length 0 at the end. The
+    grid is sized for the table width; each row spreads its own length over the splits."""
+    from plugins.triton_kernels.mfa import paged_attention
+    lens, H, D, BS = [4096, 1, 700, 2049, 0, 0], 64, 256, 64
+    gen = _gen(9)
+    kc, vc, bt, ks, vs = paged_cache(lens, BS, D, cache_dtype, scale_mode, gen=gen)
+    wide = torch.zeros(len(lens), 65536 // BS, dtype=bt.dtype)
+    wide[:, :bt.shape[1]] = bt
+    q = torch.randn(len(lens), H, D, generator=gen).bfloat16()
+    sl = torch.tensor(lens, dtype=torch.int32)
+    ref = paged_attention_ref(q, kc, vc, bt, sl, torch.arange(len(lens) + 1), ks, vs, D ** -0.5)
+    qc, kcc, vcc, btc, slc, ksc, vsc = _cuda(q, kc, vc, wide, sl, ks, vs)
+    _poison()
+    out = paged_attention(qc, kcc, vcc, btc, D ** -0.5, ksc, vsc, seq_lens=slc).cpu()
+    assert torch.equal(out[4:], torch.zeros_like(out[4:]))
+    assert rel_err(out[:4], ref[:4]) < TOL
+
+
 @pytest.mark.parametrize("config", range(5))
 @pytest.mark.parametrize("cache_dtype,scale_mode", CACHES)
 def test_mfa_decode_every_tuning_candidate(config, cache_dtype, scale_mode):

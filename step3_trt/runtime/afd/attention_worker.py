@@ -18,10 +18,10 @@ from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.messages import params_from_dict, result_message
 from step3_trt.runtime.afd.token_bans import TokenBans
 from step3_trt.runtime.afd.transport import Transport
-from step3_trt.runtime.batch import make_batch
+from step3_trt.runtime.cuda_graphs import GraphCache
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import AttentionExecutor
-from step3_trt.runtime.local import kv_blocks, make_scheduler, sample_chunks
+from step3_trt.runtime.local import kv_blocks, make_scheduler, max_seq_len, sample_chunks
 from step3_trt.runtime.scheduler import Chunk, Request
 from step3_trt.runtime.trace import Tracer
 from step3_trt.tokenizer import load_tokenizer
@@ -50,7 +50,8 @@ class AttentionWorker:
                             build.digest())
         cfg = Step3Config.from_dict(engine.arch)
         num_blocks = kv_blocks(cfg, build)
-        self.executor = AttentionExecutor(engine, num_blocks)
+        self.executor = AttentionExecutor(engine, num_blocks, max_seq_len(cfg, build),
+                                          GraphCache.for_runtime(build.runtime, engine.device))
         self.scheduler = make_scheduler(cfg, build, num_blocks, cfg.eos_token_id,
                                         load_tokenizer(engine_dir))
         self.micro_batches = micro_batches or build.runtime.micro_batches
@@ -150,8 +151,8 @@ class AttentionWorker:
             raise RuntimeError("the scheduler could not place any request (KV cache too small)")
         groups = split_micro_batches(chunks, self.micro_batches)
         blocks = self.scheduler.blocks
-        batches = [make_batch(g, [blocks.block_table(c.request.request_id) for c in g],
-                              self.device) for g in groups]
+        batches = [self.executor.batch(g, [blocks.block_table(c.request.request_id) for c in g])
+                   for g in groups]
         ex, ffn = self.executor, self.layout.ffn_ranks
         xs = [ex.embed(b) for b in batches]
         hs: list[torch.Tensor | None] = [None] * len(batches)

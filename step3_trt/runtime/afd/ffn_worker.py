@@ -8,6 +8,7 @@ from pathlib import Path
 from step3_trt.build_config import BuildConfig
 from step3_trt.runtime.afd.layout import JobLayout
 from step3_trt.runtime.afd.transport import Transport
+from step3_trt.runtime.cuda_graphs import GraphCache
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.executors import FfnExecutor
 from step3_trt.runtime.trace import Tracer
@@ -19,7 +20,7 @@ class FfnWorker:
         build = BuildConfig.from_file(engine_dir / "build_config.yaml")
         engine = RankEngine(engine_dir / "ffn" / f"rank{index}", device or build.device,
                             build.digest())
-        self.executor = FfnExecutor(engine)
+        self.executor = FfnExecutor(engine, GraphCache.for_runtime(build.runtime, engine.device))
         self.layout, self.transport, self.tracer = layout, transport, tracer
 
     def run(self) -> None:
