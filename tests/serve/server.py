@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def descendants(pid: int) -> set[int]:
             out.add(child)
             todo.append(child)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def alive(pid: int) -> bool:
@@ -94,6 +104,23 @@ class Server:
             self.seen |= descendants(self.proc.pid)
             time.sleep(0.5)
         self.seen |= descendants(self.proc.pid)
+
+    def metric(self, name: str) -> float | None:
+        """A metric without labels from the server's /metrics (None if not published)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as response:
+            text = response.read().decode()
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.split(" ", 1)[0] == name]
+        return values[0] if values else None
+
+    def wait_idle(self, timeout_s: float = 120, settle_s: float = 1.0) -> None:
+        """Until the AFD job has no request in flight (then `settle_s` more)."""
+        deadline = time.monotonic() + timeout_s
+        while self.metric("step3_requests_in_flight") != 0:
+            assert time.monotonic() < deadline, "requests still in flight"
+            time.sleep(0.2)
+        time.sleep(settle_s)
 
     def rank_pids(self) -> dict[int, int]:
         return {int(f.stem[4:]): int(f.read_text().split()[0])

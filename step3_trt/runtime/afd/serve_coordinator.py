@@ -24,6 +24,7 @@ from step3_trt.runtime.afd.transport import Transport
 
 HEARTBEAT_S = 0.5
 DRAIN_S = 30.0  # at shutdown: how long to wait for cancelled requests to be reported
+FAST_POLL_MS = 1  # with requests in flight: how long to wait on clients between rank polls
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class ServeCoordinator:
             while (got := self.dispatch.poll()) is not None:
                 self._forward(got[0])
                 busy = True
-            for client, msg in self.frontend.poll(timeout_ms=0 if busy else 1):
+            wait_ms = 0 if busy else self._wait_ms(last_beat)
+            for client, msg in self.frontend.poll(timeout_ms=wait_ms):
                 stopping |= self._handle(client, msg)
             if time.monotonic() - last_beat > HEARTBEAT_S:
                 self._heartbeat()
@@ -58,6 +60,15 @@ class ServeCoordinator:
             self.dispatch.check_progress()
         self._drain()
         self.dispatch.shutdown()
+
+    def _wait_ms(self, last_beat: float) -> int:
+        """How long to block on the clients' socket when no step report is waiting: briefly
+        while requests are in flight (their reports come over MPI, which cannot wake us), else
+        until the next heartbeat is due, since a rank reports only on what we send it: an idle
+        coordinator sleeps, and a new request still wakes it at once."""
+        if self.dispatch.in_flight:
+            return FAST_POLL_MS
+        return max(1, int(1000 * (last_beat + HEARTBEAT_S - time.monotonic())) + 1)
 
     def _handle(self, client: bytes, msg: dict) -> bool:
         kind = msg.get("type")

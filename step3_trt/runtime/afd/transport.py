@@ -25,10 +25,31 @@ TAG_DATA = 100  # + micro-batch index: attention -> FFN and back
 HEADER = struct.Struct("<6q")  # layer, micro_batch, tokens, top_k, has_route, dtype code
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 CODE_DTYPES = {v: k for k, v in DTYPE_CODES.items()}
+FAST_PAUSE_S = 2e-3  # longest sleep between probes while a wait is young
+IDLE_PAUSE_S = 1e-2  # longest sleep once a wait has lasted IDLE_PAUSE_S / IDLE_FRACTION
+IDLE_FRACTION = 0.02  # a sleep never exceeds this fraction of the time waited so far
 
 
 class AfdError(RuntimeError):
     """A peer rank did not answer in time, or sent something malformed."""
+
+
+class Backoff:
+    """The sleeps between probes of one wait (Open MPI's blocking calls spin a core). They
+    start at 10 us and double up to 2 ms, so a peer with work in flight is heard within
+    milliseconds; as the wait goes on they may grow to 2% of the time waited, at most 10 ms, so
+    an idle rank wakes about 100 times a second (about 0.3% of a core) and the message that
+    ends an idle spell is noticed at most 10 ms late. Each wait starts fast again."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.pause = 1e-5
+
+    def sleep(self) -> None:
+        time.sleep(self.pause)
+        waited = time.monotonic() - self.start
+        limit = max(FAST_PAUSE_S, min(IDLE_PAUSE_S, IDLE_FRACTION * waited))
+        self.pause = min(self.pause * 2, limit)
 
 
 @dataclass
@@ -76,14 +97,13 @@ class MpiTransport:
         """Wait for a message; returns its status. Raises AfdError naming the peer on timeout."""
         status = self.MPI.Status()
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        pause = 1e-5
+        backoff = Backoff()  # yield the core to ranks doing real work
         while not self.comm.Iprobe(source=source, tag=tag, status=status):
             if time.monotonic() > deadline:
                 peer = self.names.get(source, "any rank")
                 raise AfdError(f"{self.names[self.rank]}: no {what} from {peer} within "
                                f"{self.timeout_s:g} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 2e-3)  # yield the core to ranks doing real work
+            backoff.sleep()
         return status
 
     def _recv_bytes(self, source: int, tag: int, what: str, timeout_s=None) -> tuple[bytes, int]:
@@ -128,15 +148,14 @@ class MpiTransport:
     def recv_ffn_request(self, hidden: int, device) -> FfnRequest | None:
         """The next request from any attention rank, or None if a control message came first."""
         status = self.MPI.Status()
-        pause = 1e-5
+        backoff = Backoff()
         while True:
             if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_CONTROL):
                 return None
             if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=self.MPI.ANY_TAG, status=status) \
                     and status.Get_tag() >= TAG_DATA:
                 break
-            time.sleep(pause)
-            pause = min(pause * 2, 2e-3)
+            backoff.sleep()
         buf, source = self._recv_bytes(status.Get_source(), status.Get_tag(), "FFN request")
         layer, mb, T, K, has_route, code = HEADER.unpack(buf[:HEADER.size].tobytes())
         dtype = CODE_DTYPES[code]
@@ -167,10 +186,9 @@ class MpiTransport:
     def wait_all(self, pending: list, what: str = "send") -> None:
         """Complete sends, with the same deadline as every other wait."""
         deadline = time.monotonic() + self.timeout_s
-        pause = 1e-5
+        backoff = Backoff()
         while pending := self.reap(pending):
             if time.monotonic() > deadline:
                 raise AfdError(f"{self.names[self.rank]}: a {what} did not complete within "
                                f"{self.timeout_s:g} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 2e-3)
+            backoff.sleep()
