@@ -47,9 +47,8 @@ class Step3Model:
                                 float(params.get("startup_timeout_s") or 600),
                                 float(params.get("heartbeat_timeout_s") or 30),
                                 on_heartbeat=self.metrics.on_heartbeat,
-                                on_down=self.metrics.on_down)
-        if self.client.up:
-            self.metrics.up.set(1)  # from here on 0 means the job stopped answering
+                                on_down=self.metrics.on_down, on_up=self.metrics.on_up)
+        self.metrics.on_up()  # from here on 0 means the job stopped answering
 
     def execute(self, requests: list) -> None:
         for request in requests:
@@ -68,8 +67,7 @@ class Step3Model:
             except BadRequest as e:
                 self._error(sender, str(e), pb_utils.TritonError.INVALID_ARG)
             except JobUnavailable as e:
-                self._error(sender, f"step3 is not available: {e}",
-                            pb_utils.TritonError.UNAVAILABLE)
+                self._error(sender, f"step3: {e}", pb_utils.TritonError.UNAVAILABLE)
             except Exception as e:  # noqa: BLE001 - answer the request whatever went wrong
                 self._error(sender, f"internal error: {type(e).__name__}: {e}",
                             pb_utils.TritonError.INTERNAL)

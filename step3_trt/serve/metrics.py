@@ -46,5 +46,8 @@ class JobMetrics:
                     metric = self.per_rank[(key, rank)] = family.Metric(labels={"rank": rank})
                 metric.set(stats.get(key, 0))
 
+    def on_up(self) -> None:
+        self.up.set(1)
+
     def on_down(self, _reason: str) -> None:
         self.up.set(0)

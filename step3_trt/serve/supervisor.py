@@ -1,11 +1,13 @@
 """`step3-trt serve`: tritonserver on the model repository with the AFD job behind it.
 
 Both run in their own process groups (and die with this process). The server loads `step3`
-at start-up; its initialize waits until the job's coordinator answers, so the server becomes
-ready only once the job is. If the job fails, the backend fails the requests in flight at
-once; the supervisor unloads `step3` (model not ready), restarts the job (up to
---max-restarts times) and loads `step3` again, the server reporting not ready until it is.
-SIGINT/SIGTERM stop the server first (no new requests), then the job; nothing is left behind.
+and `afd_job` at start-up; step3's initialize waits until the job's coordinator answers, so
+the server becomes ready only once the job is. If the job is lost (mpiexec ended, or the
+backend reports it gone), the backend has already failed the requests in flight and refuses
+new ones as "restarting"; the supervisor loads `afd_job` afresh, which keeps the server not
+ready, restarts the job (up to --max-restarts times), and lets `afd_job` finish loading once
+the backend is connected to the restarted job. SIGINT/SIGTERM stop the server first (no new
+requests), then the job; nothing is left behind.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from step3_trt.serve.tritonserver import Endpoints, TritonInstall, render_reposi
     server_command
 
 MODEL = "step3"
+JOB_MODEL = "afd_job"  # loading (server not ready) while the job restarts; see serve/afd_job.py
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_repo"
 EXIT_TIMEOUT_S = 10
 POLL_S = 0.2
@@ -46,6 +49,35 @@ class ServeOptions:
     device: str | None = None
 
 
+class ReadinessGate:
+    """The `afd_job` model as a switch on the server's readiness: `close` unloads it and loads
+    it again, and the load waits (the server not ready) until `open` creates its release
+    file."""
+
+    def __init__(self, url: str, release_file: Path, timeout_s: float):
+        self.url, self.release_file, self.timeout_s = url, release_file, timeout_s
+        self.loading: threading.Thread | None = None
+        self.loaded = False
+
+    def close(self) -> None:
+        self.release_file.unlink(missing_ok=True)
+        self.loaded = False
+        self.loading = threading.Thread(target=self._reload, name="load-afd_job", daemon=True)
+        self.loading.start()
+
+    def _reload(self) -> None:
+        control.unload_model(self.url, JOB_MODEL, timeout_s=60)
+        self.loaded = control.load_model(self.url, JOB_MODEL, self.timeout_s + 60)
+
+    def open(self, wait: bool = True) -> bool:
+        """Release the load; with `wait`, True once `afd_job` is loaded (the server ready)."""
+        self.release_file.touch()
+        if not wait or self.loading is None:
+            return True
+        self.loading.join(timeout=60)
+        return self.loaded
+
+
 class Supervisor:
     def __init__(self, options: ServeOptions, out=sys.stderr):
         self.options, self.out = options, out
@@ -53,9 +85,10 @@ class Supervisor:
         self.stopping = threading.Event()
         self.server: subprocess.Popen | None = None
         self.job: ServingJob | None = None
-        self.loading: threading.Thread | None = None
+        self.gate: ReadinessGate | None = None
         self.restarts = 0
-        self.silent_since: float | None = None  # when the backend first reported the job gone
+        self.phase: str | None = None  # during a recovery: "ending" the lost job, "starting" it
+        self.since = 0.0  # when the phase began
         self.hung = False
 
     def say(self, text: str) -> None:
@@ -78,6 +111,8 @@ class Supervisor:
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")
+            self.gate = ReadinessGate(self.url, run_dir / "afd_job.release", o.startup_timeout_s)
+            self.gate.open(wait=False)
             self.server = self._start_server(install, run_dir, endpoint)
             if not self._wait_ready():
                 return 0 if self.stopping.is_set() else 1
@@ -92,13 +127,16 @@ class Supervisor:
 
     def _start_server(self, install: TritonInstall, run_dir: Path, endpoint: str):
         o = self.options
-        repository = render_repository(o.repository, run_dir / "models", MODEL, {
-            "engines": str(o.engines.resolve()), "afd_endpoint": endpoint,
-            "startup_timeout_s": str(o.startup_timeout_s),
-            "heartbeat_timeout_s": str(o.heartbeat_timeout_s)})
+        repository = render_repository(o.repository, run_dir / "models", {
+            MODEL: {"engines": str(o.engines.resolve()), "afd_endpoint": endpoint,
+                    "startup_timeout_s": str(o.startup_timeout_s),
+                    "heartbeat_timeout_s": str(o.heartbeat_timeout_s)},
+            JOB_MODEL: {"release_file": str(self.gate.release_file),
+                        "timeout_s": str(o.startup_timeout_s)}})
         backends = install.backend_dir(run_dir / "backends")
         self.server_log = run_dir / "tritonserver.log"
-        cmd = server_command(install, repository, backends, o.endpoints, MODEL, EXIT_TIMEOUT_S)
+        cmd = server_command(install, repository, backends, o.endpoints, [MODEL, JOB_MODEL],
+                             EXIT_TIMEOUT_S)
         with open(self.server_log, "w") as log:
             return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=install.env(),
                                     stdin=subprocess.DEVNULL, start_new_session=True,
@@ -133,42 +171,57 @@ class Supervisor:
         while not self.stopping.is_set():
             if self._server_exited():
                 return 1
-            self._check_answering()
-            if self.job.exit_code() is not None and not self._recover():
+            if self.phase is None:
+                if self._job_lost():
+                    self._begin_recovery()
+            elif not self._recover():
                 return 1
-            if self.loading is not None and not self.loading.is_alive():
-                self.loading = None
-                if self.job.exit_code() is None and not control.model_ready(self.url, MODEL):
-                    self.say(f"loading {MODEL} again failed (log: {self.server_log})")
-                    return 1
-                if self.job.exit_code() is None:
-                    self.say(f"ready again: the AFD job restarted ({self.restarts} restarts)")
             time.sleep(POLL_S)
         return 0
 
-    def _check_answering(self) -> None:
-        """A coordinator that stops answering (hung, not dead) leaves mpiexec running: the
-        backend reports it gone (no heartbeat); after a grace period the job is stopped, so
-        that it is restarted like a failed one."""
-        if self.loading is not None or self.job.exit_code() is not None:
-            self.silent_since = None
-            return
-        if control.job_up(self.options.endpoints.metrics_url) != 0:
-            self.silent_since = None
-        elif self.silent_since is None:
-            self.silent_since = time.monotonic()
-        elif time.monotonic() - self.silent_since > SILENT_GRACE_S:
-            self.say("the AFD job stopped answering (no heartbeat from its coordinator); "
-                     "stopping it")
-            self.hung, self.silent_since = True, None
-            stop_group(self.job.proc, grace_s=5.0)
+    def _job_up(self) -> float | None:
+        return control.job_up(self.options.endpoints.metrics_url)
+
+    def _job_lost(self) -> bool:
+        """mpiexec ended, or the backend lost the coordinator (it disconnected, or a hung one
+        sent no heartbeat within --heartbeat-timeout)."""
+        return self.job.exit_code() is not None or self._job_up() == 0
+
+    def _begin_recovery(self) -> None:
+        self.gate.close()
+        self.say("the AFD job was lost: the server reports not ready until it is back")
+        self.phase, self.since = "ending", time.monotonic()
 
     def _recover(self) -> bool:
-        """The job ended: mark the model unavailable, restart the job, load the model again."""
+        """One step of a recovery; False once it cannot succeed (serve then exits 1)."""
+        if self.phase == "ending":
+            return self._end_lost_job()
+        if self.job.exit_code() is not None:  # the restarted job failed too
+            return self._restart()
+        if self.job.listening() and self._job_up() == 1:
+            return self._resume()
+        if time.monotonic() - self.since > self.options.startup_timeout_s:
+            self.say(f"the restarted AFD job did not answer within "
+                     f"{self.options.startup_timeout_s:g} s")
+            return False
+        return True
+
+    def _end_lost_job(self) -> bool:
+        """A job that the backend calls gone but whose mpiexec still runs after a grace
+        period (a dying job's mpiexec exits well within it) is hung: stop it. Then restart."""
+        if self.job.exit_code() is None:
+            if time.monotonic() - self.since <= SILENT_GRACE_S:
+                return True
+            self.say("the AFD job stopped answering (no heartbeat from its coordinator); "
+                     "stopping it")
+            self.hung = True
+            stop_group(self.job.proc, grace_s=5.0)
+        return self._restart()
+
+    def _restart(self) -> bool:
         reason = "its coordinator stopped answering" if self.hung else self.job.failure()
         self.hung = False
         self.say(f"AFD job failed: {reason}")
-        control.unload_model(self.url, MODEL, timeout_s=60)
         self.job.stop()
         if self.restarts >= self.options.max_restarts:
             self.say(f"no restarts left (--max-restarts {self.options.max_restarts})")
@@ -176,12 +229,21 @@ class Supervisor:
         self.restarts += 1
         self.say(f"restarting the AFD job ({self.restarts} of {self.options.max_restarts})")
         self.job.start()
-        self.loading = threading.Thread(target=control.load_model, name="load-step3", daemon=True,
-                                         args=(self.url, MODEL, self.options.startup_timeout_s))
-        self.loading.start()
+        self.phase, self.since = "starting", time.monotonic()
+        return True
+
+    def _resume(self) -> bool:
+        """The backend is connected to the restarted job: the server is ready again."""
+        if not self.gate.open():
+            self.say(f"loading {JOB_MODEL} again failed (log: {self.server_log})")
+            return False
+        self.phase = None
+        self.say(f"ready again: the AFD job restarted ({self.restarts} restarts)")
         return True
 
     def _shutdown(self) -> None:
+        if self.gate is not None:
+            self.gate.open(wait=False)  # a load of afd_job in progress must not hold the server
         if self.server is not None:
             stop_group(self.server, grace_s=EXIT_TIMEOUT_S + 5)
         if self.job is not None:

@@ -75,10 +75,11 @@ class Endpoints:
 
 
 def server_command(install: TritonInstall, repository: Path, backends: Path, ends: Endpoints,
-                   model: str, exit_timeout_s: int) -> list[str]:
+                   models: list[str], exit_timeout_s: int) -> list[str]:
+    loads = [arg for model in models for arg in ("--load-model", model)]
     return [str(install.binary), "--model-repository", str(repository),
             "--backend-directory", str(backends),
-            "--model-control-mode", "explicit", "--load-model", model,
+            "--model-control-mode", "explicit", *loads,
             "--http-address", ends.host, "--http-port", str(ends.http_port),
             "--grpc-address", ends.host, "--grpc-port", str(ends.grpc_port),
             "--metrics-address", ends.host, "--metrics-port", str(ends.metrics_port),
@@ -86,18 +87,21 @@ def server_command(install: TritonInstall, repository: Path, backends: Path, end
             "--exit-timeout-secs", str(exit_timeout_s), "--log-verbose", "0"]
 
 
-def render_repository(source: Path, dest: Path, model: str, parameters: dict[str, str]) -> Path:
-    """Copy the model repository's `model` to `dest` and append its config parameters (the
-    committed repository is never edited)."""
-    if not (source / model / "config.pbtxt").is_file():
-        raise FileNotFoundError(f"{source / model} has no config.pbtxt")
+def render_repository(source: Path, dest: Path, models: dict[str, dict[str, str]]) -> Path:
+    """Copy each of the model repository's `models` to `dest` and append its config parameters
+    (the committed repository is never edited)."""
+    for model in models:
+        if not (source / model / "config.pbtxt").is_file():
+            raise FileNotFoundError(f"{source / model} has no config.pbtxt")
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(source / model, dest / model, ignore=shutil.ignore_patterns("__pycache__"))
-    config = dest / model / "config.pbtxt"
-    lines = [f'parameters {{ key: "{k}" value: {{ string_value: "{_quoted(v)}" }} }}'
-             for k, v in parameters.items()]
-    config.write_text(config.read_text() + "\n" + "\n".join(lines) + "\n")
+    for model, parameters in models.items():
+        shutil.copytree(source / model, dest / model,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        config = dest / model / "config.pbtxt"
+        lines = [f'parameters {{ key: "{k}" value: {{ string_value: "{_quoted(v)}" }} }}'
+                 for k, v in parameters.items()]
+        config.write_text(config.read_text() + "\n" + "\n".join(lines) + "\n")
     return dest
 
 

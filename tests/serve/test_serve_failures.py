@@ -1,7 +1,8 @@
-"""A killed AFD rank: the request in flight gets an error (no hang), the model reports not
-ready, the job restarts and serves correct answers again. A hung coordinator: requests fail
-after the heartbeat timeout and the job is stopped; with no restarts left serve exits with an
-error, leaving nothing running, and a new server starts on the same ports."""
+"""A killed AFD rank: the request in flight gets an error (no hang), the server reports not
+ready at once, a request that arrives while the job restarts is told so, the job restarts and
+serves correct answers again. A hung coordinator: requests fail after the heartbeat timeout and
+the job is stopped; with no restarts left serve exits with an error, leaving nothing running,
+and a new server starts on the same ports."""
 
 import os
 import signal
@@ -10,11 +11,13 @@ import time
 
 import pytest
 
+from step3_trt.serve import control
 from tests.serve.clients import grpc_inputs, http_generate
 from tests.serve.server import Server
 
 pytestmark = pytest.mark.slow
 PROMPT = "Return a new list containing"
+NOT_READY_S = 3.0  # the supervisor polls every 0.2 s; a restart takes far longer than this
 
 
 def wait_for(condition, what: str, timeout_s: float = 300):
@@ -55,12 +58,21 @@ def test_killed_rank_errors_in_flight_goes_not_ready_and_restarts(bundled_engine
     try:
         error = error_after_kill(server, server.rank_pids()[4])  # FFN rank 1
         assert "the AFD job stopped" in error
+        wait_for(lambda: not control.server_ready(server.http), "the server stayed ready",
+                 timeout_s=NOT_READY_S)
+        # step3 stays loaded, so a request during the restart gets the backend's answer, not
+        # Triton's "unknown model"
+        status, body = http_generate(server.http, {"text_input": PROMPT, "max_tokens": 4})
+        assert not control.server_ready(server.http)  # the answer came during the restart
+        assert status == 400 and body["error"].startswith(
+            "step3: the AFD job is restarting after a failure (the AFD job stopped"), body
+        assert body["error"].endswith("retry later")
         wait_for(lambda: "FFN rank 1 (MPI rank 4) died (signal 9)" in server.output(),
                  "serve did not name the dead rank")
         assert "restarting the AFD job (1 of 1)" in server.output()
-        log = server.run_dir / "tritonserver.log"  # the model went not ready: it was unloaded
-        wait_for(lambda: "successfully unloaded 'step3'" in log.read_text(), "not unloaded")
         server.wait_ready()  # the restarted job serves again, with the same answers
+        wait_for(lambda: "ready again: the AFD job restarted (1 restarts)" in server.output(),
+                 "serve did not report the restart done")
         ids, text = reference([PROMPT], 24)[0]
         status, body = http_generate(server.http, {"text_input": PROMPT, "max_tokens": 24})
         assert status == 200 and (body["output_ids"], body["text_output"]) == (ids, text)

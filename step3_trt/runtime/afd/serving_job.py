@@ -14,7 +14,6 @@ from pathlib import Path
 
 from step3_trt.build_config import BuildConfig
 from step3_trt.runtime.afd.launch import diagnose, job_layout, mpiexec_command
-from step3_trt.runtime.afd.transport import AfdError
 
 IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with some margin
 
@@ -78,18 +77,16 @@ class ServingJob:
         text = self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
         return diagnose(text, self.layout, self.exit_code())
 
-    def ready(self) -> bool:
-        """Every rank has loaded its engines and the coordinator listens (raises if the job
-        ended)."""
-        if self.exit_code() is not None:
-            raise AfdError(f"the AFD job ended before it was ready: {self.failure()}")
+    def listening(self) -> bool:
+        """Every rank of the job last started has loaded its engines and the coordinator has
+        bound its endpoint (it may have ended since)."""
         return (self.run_dir / "ready").exists()
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Ask the coordinator to shut down (it cancels what is in flight); then the group."""
         if self.proc is None:
             return
-        if self.proc.poll() is None and (self.run_dir / "ready").exists():
+        if self.proc.poll() is None and self.listening():
             send_shutdown(self.endpoint)
             try:
                 self.proc.wait(timeout=grace_s)
