@@ -46,9 +46,9 @@ def kernel_table(fn, reps: int = 10, top: int = 12) -> list[dict]:
 def moe_sweep(x, ids, w, weights, offset) -> list[dict]:
     from plugins.triton_kernels.moe import moe_experts
     out = []
-    for BM in (32, 64, 128):
-        for warps in (4, 8):
-            for stages in (2, 3, 4, 5):
+    for BM in (64, 128):
+        for warps in (8,):
+            for stages in (3, 4):
                 for split_k in (1, 2):
                     try:
                         ms = bench_ms(lambda: moe_experts(x, ids, w, *weights, offset, BM=BM,

@@ -34,6 +34,30 @@ def _quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, stride_s, group,
         tl.store(q_ptr + row * stride_q + offs, v.to(q_ptr.dtype.element_ty), mask=offs < hi)
 
 
+@triton.jit
+def quantize_groups(x, n_ok):
+    """[R, 128] float32 tile, one 1x128 group per row (columns past n_ok ignored) ->
+    (FP8 values, float32 scales [R]): the `fp8_quantize` group rule, IEEE division."""
+    amax = tl.max(tl.where(n_ok, tl.abs(x), 0.0), 1)
+    scale = tl.math.div_rn(tl.maximum(amax, 1e-12), 448.0)
+    v = tl.minimum(tl.maximum(tl.math.div_rn(x, scale[:, None]), -448.0), 448.0)
+    return v.to(tl.float8e4nv), scale
+
+
+@triton.jit
+def _group_quant_kernel(x_ptr, q_ptr, s_ptr, K, G, stride_x, stride_q, stride_s,
+                        GPB: tl.constexpr, GROUP_SIZE: tl.constexpr):
+    """Program (row, b) quantizes groups b*GPB .. b*GPB+GPB-1 of one row, a [GPB, 128] tile."""
+    row = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1) * GPB + tl.arange(0, GPB)
+    offs = g[:, None] * GROUP_SIZE + tl.arange(0, GROUP_SIZE)[None, :]
+    ok = (g[:, None] < G) & (offs < K)
+    x = tl.load(x_ptr + row * stride_x + offs, mask=ok, other=0.0).to(tl.float32)
+    q, scale = quantize_groups(x, ok)
+    tl.store(s_ptr + row * stride_s + g, scale, mask=g < G)
+    tl.store(q_ptr + row * stride_q + offs, q, mask=ok)
+
+
 def quantize_rows(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:
     """x [..., K] -> (q fp8 like x, scale) for granularity tensor | token | group."""
     shape, K = x.shape, x.shape[-1]
@@ -52,7 +76,11 @@ def quantize_rows(x: torch.Tensor, granularity: str) -> tuple[torch.Tensor, torc
         s = torch.empty((R, cdiv(K, GROUP)), dtype=torch.float32, device=x.device)
         group, static, scale_shape = GROUP, False, [*shape[:-1], cdiv(K, GROUP)]
     block = min(1024, next_pow2(group))
-    if R > 0:
+    if R > 0 and granularity == "group":  # [16 groups, 128] tiles: 2K elements per program
+        G = cdiv(K, GROUP)
+        _group_quant_kernel[(R, cdiv(G, 16))](x2, q, s, K, G, x2.stride(0), q.stride(0),
+                                              s.stride(0), GPB=16, GROUP_SIZE=GROUP, num_warps=4)
+    elif R > 0:
         _quant_kernel[(R, cdiv(K, group))](x2, q, s, K, x2.stride(0), q.stride(0), s.stride(0),
                                            group, BLOCK=block, STATIC=static, num_warps=4)
     return q.reshape(shape), s.reshape(scale_shape)

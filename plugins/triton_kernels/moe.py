@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from plugins._common import FP8, GROUP, cdiv
+from plugins.triton_kernels.fp8 import quantize_groups, quantize_rows
 
 
 @triton.jit
@@ -38,11 +39,11 @@ def _scaled_dot(acc, a, b, xs, s_ptr, kg, FP8_W: tl.constexpr, W_BLOCK: tl.const
 
 
 @triton.jit
-def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, sorted_ptr,
+def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, hs_ptr, sorted_ptr,
                    bexp_ptr, A, TOPK, E, I, HD, stride_x, stride_xs, stride_we, stride_wn,
-                   stride_se, stride_sn, stride_h,
+                   stride_se, stride_sn, stride_h, stride_hs,
                    FP8_W: tl.constexpr, W_BLOCK: tl.constexpr, IMPRECISE: tl.constexpr,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                   H_DTYPE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(bexp_ptr + pid_b)
@@ -74,9 +75,14 @@ def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, sorted_
         if FP8_W and not W_BLOCK:  # per-channel weight scales [E, I]
             acc_g = acc_g * tl.load(sg_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
             acc_u = acc_u * tl.load(su_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
-        h = acc_g * tl.sigmoid(acc_g) * acc_u
+        h = (acc_g * tl.sigmoid(acc_g) * acc_u).to(H_DTYPE)  # the reference rounds h to x.dtype
         h_ptrs = h_ptr + rows.to(tl.int64)[:, None] * stride_h + offs_n[None, :]
-        tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
+        if FP8_W:  # BN == 128: the tile's row is one 1x128 group of h, quantized here
+            q, scale = quantize_groups(h.to(tl.float32), n_ok[None, :])
+            tl.store(h_ptrs, q, mask=n_ok[None, :])
+            tl.store(hs_ptr + rows.to(tl.int64) * stride_hs + pid_n, scale)
+        else:
+            tl.store(h_ptrs, h, mask=n_ok[None, :])
 
 
 @triton.jit
@@ -119,6 +125,9 @@ def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr,
                       mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
 
 
+_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+
+
 def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
     """Sorted, BM-padded assignment order -> (sorted_ids [rows], block_expert [blocks]).
 
@@ -128,17 +137,17 @@ def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
     E, A, dev = num_local, ids.numel(), ids.device
     local = ids.reshape(-1).long() - offset
     local = torch.where((local >= 0) & (local < E), local, E)
-    counts = torch.zeros(E + 1, dtype=torch.long, device=dev).scatter_add_(0, local, torch.ones_like(local))
+    # counting sort (E + 1 buckets, stable): an assignment's rank among its expert's is the
+    # running count of its column in the one-hot matrix; cheaper than a radix sort's passes
+    onehot = torch.nn.functional.one_hot(local, E + 1)
+    counts = onehot.sum(0)
+    rank = (onehot.cumsum(0) * onehot).sum(1) - 1
     blocks = (counts[:E] + BM - 1) // BM
     pad_start = (torch.cumsum(blocks, 0) - blocks) * BM
-    order = torch.argsort(local, stable=True)
-    e_sorted = local[order]
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(A, device=dev) - start[e_sorted]
     max_blocks = cdiv(A, BM) + E
-    dest = torch.where(e_sorted < E, pad_start[e_sorted.clamp_max(E - 1)] + rank, max_blocks * BM)
+    dest = torch.where(local < E, pad_start[local.clamp_max(E - 1)] + rank, max_blocks * BM)
     sorted_ids = torch.full((max_blocks * BM + 1,), A, dtype=torch.int32, device=dev)
-    sorted_ids.scatter_(0, dest, order.to(torch.int32))
+    sorted_ids.scatter_(0, dest, torch.arange(A, dtype=torch.int32, device=dev))
     block_end = torch.cumsum(blocks, 0)
     block_expert = torch.searchsorted(block_end, torch.arange(max_blocks, device=dev), right=True)
     return sorted_ids[:-1], block_expert.to(torch.int32)
@@ -165,7 +174,6 @@ def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None,
     x = x.contiguous()
     tw = tw.contiguous()
     if fp8:
-        from plugins.triton_kernels.fp8 import quantize_rows
         xq, xs = quantize_rows(x, "group")
         (sg, blk), (su, _), (sd, _) = _wscale(sg, E, I), _wscale(su, E, I), _wscale(sd, E, HD)
         BK = GROUP
@@ -175,20 +183,19 @@ def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None,
         BK = 64
     # split_k: narrower up tiles and split-K down, for few (expert, tile) programs. Off by
     # default: it measured slower at 3 local experts on an H100 (more h traffic and atomics).
-    few = split_k > 1
-    BN1 = 64 if (few or (not fp8 and BM == 128)) else 128
+    # FP8: up tiles are one 128-group wide, so the up kernel quantizes h itself.
+    BN1 = GROUP if fp8 else (64 if (split_k > 1 or BM == 128) else 128)
     warps = warps or 8
     stages = stages or (4 if BM == 64 else 3)
-    h = torch.empty((nblk * BM, I), dtype=x.dtype, device=x.device)
+    rows = nblk * BM
+    h = torch.empty((rows, I), dtype=FP8 if fp8 else x.dtype, device=x.device)
+    hs = torch.empty((rows, cdiv(I, GROUP)), dtype=torch.float32, device=x.device) if fp8 else h
     _moe_up_kernel[(nblk, cdiv(I, BN1))](
-        xq, xs, wg, wu, sg, su, h, sorted_ids, bexp, A, K, E, I, HD,
+        xq, xs, wg, wu, sg, su, h, hs, sorted_ids, bexp, A, K, E, I, HD,
         xq.stride(0), xs.stride(0), wg.stride(0), wg.stride(1),
-        sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0),
-        FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, BM=BM, BN=BN1, BK=BK, num_warps=warps,
-        num_stages=stages)
-    hs = h
-    if fp8:
-        h, hs = quantize_rows(h, "group")  # the reference's FP8 rounding of h, bit for bit
+        sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0), hs.stride(0),
+        FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, H_DTYPE=_TL_DTYPES[x.dtype], BM=BM, BN=BN1,
+        BK=BK, num_warps=warps, num_stages=stages)
     out = torch.zeros((M, HD), dtype=torch.float32, device=x.device)
     BN2 = 128
     n2 = cdiv(HD, BN2)

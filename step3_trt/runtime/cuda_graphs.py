@@ -39,18 +39,25 @@ class _Bucket:
     def __init__(self, rows: int):
         self.rows = rows
         self.inputs: list[torch.Tensor] | None = None
+        self.bound: list[torch.Tensor | None] = []  # the tensors last copied in (kept alive)
         self.outputs: list[torch.Tensor] | None = None
         self.graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
 
     def bind(self, inputs: Tensors, fills: Tensors) -> Tensors:
         """Copy the call's inputs into the static buffers. The first input's length n is the
         call's row count; an input with n + e rows (e.g. cu_seqlens, n + 1) gets rows + e.
-        Rows past an input's own length take its `fill` (None: left as they are)."""
+        Rows past an input's own length take its `fill` (None: left as they are). An input that
+        is the very tensor copied in last time is not copied again (a step's batch tensors serve
+        every layer; nothing writes them in place)."""
         n = inputs[0].shape[0]
         if self.inputs is None:
             self.inputs = [torch.empty((self.rows + x.shape[0] - n, *x.shape[1:]), dtype=x.dtype,
                                        device=x.device) for x in inputs]
-        for buf, x, fill in zip(self.inputs, inputs, fills):
+            self.bound = [None] * len(inputs)
+        for i, (buf, x, fill) in enumerate(zip(self.inputs, inputs, fills)):
+            if self.bound[i] is x:
+                continue
+            self.bound[i] = x
             buf[:x.shape[0]].copy_(x)
             if x.shape[0] < buf.shape[0] and fill is not None:
                 buf[x.shape[0]:].copy_(fill)
@@ -59,12 +66,15 @@ class _Bucket:
 
 class GraphCache:
     @classmethod
-    def for_runtime(cls, runtime, device: torch.device) -> "GraphCache | None":
+    def for_engine(cls, runtime, engine) -> "GraphCache | None":
         """The cache a rank uses under build-config `runtime` settings: buckets up to
-        `max_batch` on CUDA with `cuda_graphs` on; None (eager) otherwise."""
-        if device.type != "cuda" or not runtime.cuda_graphs:
+        `max_batch` for CUDA engines with `cuda_graphs` on and bf16/fp16 activations; else None
+        (eager). Float32 engines stay eager: the plugins run their references there, which
+        synchronize with the host (data-dependent expert loops) and cannot be captured."""
+        if engine.device.type != "cuda" or not runtime.cuda_graphs \
+                or engine.meta["dtypes"]["activations"] not in ("bfloat16", "float16"):
             return None
-        return cls(batch_buckets(runtime.max_batch), device)
+        return cls(batch_buckets(runtime.max_batch), engine.device)
 
     def __init__(self, buckets: list[int], device: torch.device):
         self.buckets = sorted(buckets)

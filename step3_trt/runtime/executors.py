@@ -45,6 +45,9 @@ class AttentionExecutor:
         return make_batch(chunks, tables, self.engine.device, rows, self.table_width)
 
     def embed(self, batch: StepBatch) -> torch.Tensor:
+        if self._padded(batch):  # cloned: another micro-batch may replay this bucket next
+            fn = lambda ids: (self.engine("embed", ids),)  # noqa: E731
+            return self.graphs.run("embed", (), fn, (batch.ids,), (None,))[0].clone()
         return self.engine("embed", batch.ids)
 
     def attention(self, layer: int, x: torch.Tensor, batch: StepBatch):
@@ -52,7 +55,7 @@ class AttentionExecutor:
         decode = batch.is_decode and self.engine.has("attn_decode")
         moe = self.config.is_moe_layer(layer)
         inputs = batch.attention_inputs(x, self.k_cache[layer], self.v_cache[layer])
-        if decode and self._padded(batch):
+        if self._padded(batch):
             rows, fixed = (inputs[0], inputs[1], *inputs[4:]), inputs[2:4]
             out = self.graphs.run("attn_moe" if moe else "attn", (layer,), self._graphed(layer),
                                   rows, (None,) * len(rows), fixed)
@@ -63,8 +66,10 @@ class AttentionExecutor:
         return h, y, route
 
     def _padded(self, batch: StepBatch) -> bool:
-        """Built by `batch` for the graphs: a whole bucket, tables of the static width."""
-        return self.graphs is not None and batch.block_tables.shape[1] == self.table_width \
+        """A decode batch built by `batch` for the graphs: a whole bucket, tables of the
+        static width."""
+        return self.graphs is not None and batch.is_decode and self.engine.has("attn_decode") \
+            and batch.block_tables.shape[1] == self.table_width \
             and self.graphs.bucket(batch.num_tokens) == batch.num_tokens
 
     def _graphed(self, layer: int):
@@ -85,7 +90,12 @@ class AttentionExecutor:
         return h + torch.stack(partials).float().sum(0).to(h.dtype)
 
     def logits(self, x: torch.Tensor, batch: StepBatch) -> torch.Tensor:
-        return self.engine("head", x[batch.last_index])  # [S, V] float32
+        """[S, V] float32 at each real sequence's last token."""
+        last = x[batch.last_index]
+        if self._padded(batch):
+            fn = lambda rows: (self.engine("head", rows),)  # noqa: E731
+            return self.graphs.run("head", (), fn, (last,), (None,))[0].clone()
+        return self.engine("head", last)
 
     def token_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [T, V] float32 at every token of the step (the head graph takes any rows)."""

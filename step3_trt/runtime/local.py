@@ -71,12 +71,12 @@ class LocalRunner:
             runtime = dataclasses.replace(runtime, cuda_graphs=cuda_graphs)
         self.attention = AttentionExecutor(attention, self.num_blocks,
                                            max_seq_len(self.config, self.build),
-                                           GraphCache.for_runtime(runtime, attention.device))
+                                           GraphCache.for_engine(runtime, attention))
         self.ffn = []
         for name in manifest["ranks"]:
             if name.startswith("ffn/"):
                 engine = RankEngine(self.dir / name, device, digest)
-                self.ffn.append(FfnExecutor(engine, GraphCache.for_runtime(runtime, engine.device)))
+                self.ffn.append(FfnExecutor(engine, GraphCache.for_engine(runtime, engine)))
         self.device = attention.device
         self.tokenizer = load_tokenizer(self.dir)
 

@@ -51,7 +51,7 @@ class AttentionWorker:
         cfg = Step3Config.from_dict(engine.arch)
         num_blocks = kv_blocks(cfg, build)
         self.executor = AttentionExecutor(engine, num_blocks, max_seq_len(cfg, build),
-                                          GraphCache.for_runtime(build.runtime, engine.device))
+                                          GraphCache.for_engine(build.runtime, engine))
         self.scheduler = make_scheduler(cfg, build, num_blocks, cfg.eos_token_id,
                                         load_tokenizer(engine_dir))
         self.micro_batches = micro_batches or build.runtime.micro_batches

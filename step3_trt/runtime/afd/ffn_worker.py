@@ -20,7 +20,7 @@ class FfnWorker:
         build = BuildConfig.from_file(engine_dir / "build_config.yaml")
         engine = RankEngine(engine_dir / "ffn" / f"rank{index}", device or build.device,
                             build.digest())
-        self.executor = FfnExecutor(engine, GraphCache.for_runtime(build.runtime, engine.device))
+        self.executor = FfnExecutor(engine, GraphCache.for_engine(build.runtime, engine))
         self.layout, self.transport, self.tracer = layout, transport, tracer
 
     def run(self) -> None:
