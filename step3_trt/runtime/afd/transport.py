@@ -26,7 +26,7 @@ HEADER = struct.Struct("<6q")  # layer, micro_batch, tokens, top_k, has_route, d
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 CODE_DTYPES = {v: k for k, v in DTYPE_CODES.items()}
 FAST_PAUSE_S = 2e-3  # longest sleep between probes while a wait is young
-IDLE_PAUSE_S = 1e-2  # longest sleep once a wait has lasted IDLE_PAUSE_S / IDLE_FRACTION
+IDLE_PAUSE_S = 5e-3  # longest sleep once a wait has lasted IDLE_PAUSE_S / IDLE_FRACTION
 IDLE_FRACTION = 0.02  # a sleep never exceeds this fraction of the time waited so far
 
 
@@ -37,9 +37,9 @@ class AfdError(RuntimeError):
 class Backoff:
     """The sleeps between probes of one wait (Open MPI's blocking calls spin a core). They
     start at 10 us and double up to 2 ms, so a peer with work in flight is heard within
-    milliseconds; as the wait goes on they may grow to 2% of the time waited, at most 10 ms, so
-    an idle rank wakes about 100 times a second (about 0.3% of a core) and the message that
-    ends an idle spell is noticed at most 10 ms late. Each wait starts fast again."""
+    milliseconds; as the wait goes on they may grow to 2% of the time waited, at most 5 ms, so
+    an idle rank wakes about 200 times a second (about 1% of a core) and the message that ends
+    an idle spell is noticed at most 5 ms late. Each wait starts fast again."""
 
     def __init__(self):
         self.start = time.monotonic()
