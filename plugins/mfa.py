@@ -63,10 +63,15 @@ def _check_attn(q, k_cache, v_cache, block_tables, seq_lens):
           "MFA attention: block_tables [seqs, max_blocks] and seq_lens [seqs] expected")
 
 
+def kernel_head_dim(D: int) -> bool:
+    """Head dims the Triton attention and KV-append kernels take (others run the reference)."""
+    return D >= 16 and D & (D - 1) == 0
+
+
 def _triton_ok(q, k_cache, v_cache) -> bool:
-    D = q.shape[-1]
     return (use_triton(q, k_cache, v_cache) and q.dtype in (torch.bfloat16, torch.float16)
-            and D >= 16 and D & (D - 1) == 0 and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1)
+            and kernel_head_dim(q.shape[-1]) and k_cache.stride(-1) == 1
+            and v_cache.stride(-1) == 1)
 
 
 def _i32(t: torch.Tensor) -> torch.Tensor:
@@ -164,7 +169,7 @@ def kv_append(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     check(k.dim() == 2 and k.shape == v.shape and k.shape[1] == k_cache.shape[2],
           "kv_append: k, v must be [tokens, head_dim] matching the cache")
     if use_triton(k, k_cache) and k.stride(-1) == 1 and v.stride(-1) == 1 \
-            and k_cache.stride(-1) == 1 and k.shape[1] & (k.shape[1] - 1) == 0:
+            and k_cache.stride(-1) == 1 and kernel_head_dim(k.shape[1]):
         from plugins.triton_kernels.kv_append import kv_append as kv_append_gpu
         kv_append_gpu(k, v, k_cache, v_cache, slot_mapping.contiguous(), k_scale, v_scale)
         return

@@ -138,10 +138,11 @@ def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
     local = ids.reshape(-1).long() - offset
     local = torch.where((local >= 0) & (local < E), local, E)
     # counting sort (E + 1 buckets, stable): an assignment's rank among its expert's is the
-    # running count of its column in the one-hot matrix; cheaper than a radix sort's passes
-    onehot = torch.nn.functional.one_hot(local, E + 1)
-    counts = onehot.sum(0)
-    rank = (onehot.cumsum(0) * onehot).sum(1) - 1
+    # running count of its row of the [E + 1, A] one-hot matrix (a scan along the contiguous
+    # dimension: one pass per bucket, not one thread per column); cheaper than a radix sort
+    onehot = (local[None, :] == torch.arange(E + 1, device=dev)[:, None]).int()
+    counts = onehot.sum(1)
+    rank = onehot.cumsum(1).gather(0, local[None, :]).squeeze(0) - 1
     blocks = (counts[:E] + BM - 1) // BM
     pad_start = (torch.cumsum(blocks, 0) - blocks) * BM
     max_blocks = cdiv(A, BM) + E

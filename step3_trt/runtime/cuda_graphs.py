@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+import plugins
+
 Tensors = tuple[torch.Tensor, ...]
 
 
@@ -68,11 +70,11 @@ class GraphCache:
     @classmethod
     def for_engine(cls, runtime, engine) -> "GraphCache | None":
         """The cache a rank uses under build-config `runtime` settings: buckets up to
-        `max_batch` for CUDA engines with `cuda_graphs` on and bf16/fp16 activations; else None
-        (eager). Float32 engines stay eager: the plugins run their references there, which
-        synchronize with the host (data-dependent expert loops) and cannot be captured."""
+        `max_batch` for CUDA engines with `cuda_graphs` on whose ops all run GPU kernels
+        (`plugins.cuda_graph_safe`: bf16/fp16, a power-of-two head dim); else None (eager)."""
+        act = getattr(torch, engine.meta["dtypes"]["activations"])
         if engine.device.type != "cuda" or not runtime.cuda_graphs \
-                or engine.meta["dtypes"]["activations"] not in ("bfloat16", "float16"):
+                or not plugins.cuda_graph_safe(engine.arch["head_dim"], act):
             return None
         return cls(batch_buckets(runtime.max_batch), engine.device)
 

@@ -14,6 +14,7 @@ from step3_trt.runtime.block_manager import BlockManager
 from step3_trt.runtime.local import LocalRunner
 from step3_trt.runtime.scheduler import Chunk, Request
 from step3_trt.sampling import SamplingParams
+from step3_trt.presets import DEFAULT_CHECKPOINT
 from tests.conftest import REPO, make_engines
 
 pytestmark = pytest.mark.gpu
@@ -33,13 +34,16 @@ def reference(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def cuda_engines(tiny_checkpoint, tmp_path_factory, graph_cache):
+    """dtype, checkpoint ("tiny": random, head_dim 24; "bundled": models/step3-tiny, head_dim
+    64, the plugins' Triton kernels throughout) -> CUDA engines, built once per module."""
     built = {}
 
-    def get(dtype):
-        if dtype not in built:
-            built[dtype] = make_engines(tiny_checkpoint, cuda_config(dtype),
-                                        tmp_path_factory.mktemp(dtype), graph_cache)[1]
-        return built[dtype]
+    def get(dtype, checkpoint="tiny"):
+        if (dtype, checkpoint) not in built:
+            ckpt = tiny_checkpoint if checkpoint == "tiny" else DEFAULT_CHECKPOINT
+            built[dtype, checkpoint] = make_engines(ckpt, cuda_config(dtype),
+                                                    tmp_path_factory.mktemp(dtype), graph_cache)[1]
+        return built[dtype, checkpoint]
     return get
 
 
@@ -67,10 +71,11 @@ def test_cuda_engines_match_the_reference(cuda_engines, reference, dtype):
     assert err < (1e-4 if dtype == "float32" else 5e-2), err
 
 
-def test_float32_engines_stay_eager(cuda_engines):
-    """float32 CUDA engines run the plugin references, which synchronize with the host: no
-    graphs, even with runtime.cuda_graphs on."""
-    runner = LocalRunner(cuda_engines("float32"), cuda_graphs=True)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_engines_running_references_stay_eager(cuda_engines, dtype):
+    """float32, or a head dim the attention kernels do not take (24): the plugins run their
+    references, which synchronize with the host; no graphs even with runtime.cuda_graphs on."""
+    runner = LocalRunner(cuda_engines(dtype), cuda_graphs=True)
     assert runner.attention.graphs is None and all(f.graphs is None for f in runner.ffn)
 
 
@@ -80,10 +85,10 @@ def test_cuda_graphs_bf16_logits_match_eager(cuda_engines):
     layout, GEMM shapes and atomic order, so bf16 logits agree to bf16 rounding of the
     activations (2^-8 relative per op, ~1e-2 overall); a wrong row, a stale input buffer or a
     padding row that wrote KV gives O(1) errors."""
-    eager = LocalRunner(cuda_engines("bfloat16"), cuda_graphs=False)
-    graphed = LocalRunner(cuda_engines("bfloat16"), cuda_graphs=True)
+    eager = LocalRunner(cuda_engines("bfloat16", "bundled"), cuda_graphs=False)
+    graphed = LocalRunner(cuda_engines("bfloat16", "bundled"), cuda_graphs=True)
     g = torch.Generator().manual_seed(8)
-    prompts = [torch.randint(0, 300, (n,), generator=g).tolist() for n in (2, 11, 20, 7, 50)]
+    prompts = [torch.randint(0, 4000, (n,), generator=g).tolist() for n in (2, 11, 20, 7, 50)]
     outs = []
     for runner in (eager, graphed):
         blocks = BlockManager(runner.num_blocks, runner.build.kv_cache.block_size)
