@@ -1,12 +1,13 @@
 """Triton kernels of `step3::moe_experts`: token-sorted grouped SwiGLU GEMMs, BF16 or FP8.
 
-1. Routing (torch ops, no host sync): the M*K (token, slot) assignments are sorted by local
+1. Routing (torch ops, no host sync; a counting sort): the M*K (token, slot) assignments are sorted by local
    expert; each expert's run is padded to a multiple of BM rows, so every BM-row block belongs to
    one expert (`block_expert`; blocks past the last used one exit at once, experts with no tokens
    own no block). Assignments of experts this rank does not own are dropped.
 2. `_moe_up_kernel`: h = silu(x Wg^T) * (x Wu^T) for a BM x BN tile (gate and up share the
-   gathered x tile), written in x.dtype, one row per sorted assignment; FP8: then quantized per
-   1x128 group by the `fp8_quantize` row kernel.
+   gathered x tile), rounded to x.dtype, one row per sorted assignment; FP8: the tile is 128
+   wide, so each of its rows is one 1x128 group of h, quantized in the epilogue with the
+   `fp8_quantize` rule (the same bits as quantizing the stored h afterwards).
 3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, atomically added (float32) into out[token];
    optionally split over K (split_k) when few (expert, N-tile) programs would leave SMs idle.
 FP8 weights use FP8 `tl.dot` over 128-wide K slices, scaled per slice by the activation group
