@@ -99,7 +99,10 @@ class GraphCache:
         being the same tensors at every call with this `key`. Returns the bucket's outputs,
         sliced to the call's rows."""
         n = rows[0].shape[0]
-        b = self._buckets.setdefault((name, self.bucket(n)), _Bucket(self.bucket(n)))
+        size = self.bucket(n)
+        b = self._buckets.get((name, size))
+        if b is None:
+            b = self._buckets[name, size] = _Bucket(size)
         static = b.bind(rows, fills)
         graph = b.graphs.get(key)
         if graph is None:

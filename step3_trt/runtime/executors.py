@@ -109,6 +109,8 @@ class FfnExecutor:
         self.config = Step3Config.from_dict(engine.arch)
         self.expert_offset = torch.tensor(engine.mapping["expert_offset"], dtype=torch.int32,
                                           device=engine.device)
+        # the expert id of graph padding rows: no rank owns -1, so they cost no expert work
+        self.no_expert = torch.tensor(-1, dtype=torch.int32, device=engine.device)
 
     def partial(self, layer: int, y: torch.Tensor, route: Route | None) -> torch.Tensor:
         """This rank's share of the FFN output [T, hidden]. From a CUDA graph it is the
@@ -116,8 +118,7 @@ class FfnExecutor:
         if self.graphs is not None and self.graphs.bucket(y.shape[0]) is not None:
             if route is None:
                 return self.graphs.run("dense", (layer,), self._dense(layer), (y,), (None,))[0]
-            # padding rows route to expert -1: no rank owns it, so they cost no expert work
-            fills = (None, None, torch.full((), -1, dtype=route[1].dtype, device=y.device))
+            fills = (None, None, self.no_expert)
             return self.graphs.run("moe", (layer,), self._moe(layer), (y, *route), fills)[0]
         if route is None:
             return self.engine("ffn_dense", y, layer=layer)

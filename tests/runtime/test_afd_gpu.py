@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from step3_trt.build_config import BuildConfig
 from step3_trt.presets import DEFAULT_CHECKPOINT
 from step3_trt.runtime.local import LocalRunner
 from step3_trt.sampling import SamplingParams
-from tests.conftest import REPO, make_engines
+from tests.conftest import make_engines
+from tests.engine.test_engines_gpu import cuda_config
 from tests.runtime.test_afd import prompts_file, run_cli
 
 pytestmark = pytest.mark.gpu
@@ -26,10 +26,7 @@ def test_afd_job_on_cuda_with_graphs_follows_the_eager_runner(tmp_path, graph_ca
     flip a near-tied greedy token and change the rest of that sequence; a micro-batch reading
     another's overwritten buffers garbles every sequence from its first decode step. So: most
     sequences identical, and on average most of each sequence."""
-    raw = BuildConfig.from_file(REPO / "build_configs" / "tiny-cpu-2a2f.yaml").to_dict()
-    raw.update(name="tiny-cuda-2a2f-bf16", device="cuda", graph_format="exported")
-    raw["dtypes"] = {"weights": "bfloat16", "activations": "bfloat16", "kv_cache": "bfloat16"}
-    build = BuildConfig.from_dict(raw)
+    build = cuda_config("bfloat16")
     assert build.runtime.cuda_graphs and build.runtime.micro_batches == 3
     engines = make_engines(DEFAULT_CHECKPOINT, build, tmp_path, graph_cache)[1]
     prompts = prompts_file(tmp_path / "p.jsonl", n=24, max_tokens=20, spread_s=0.5)
