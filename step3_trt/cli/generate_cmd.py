@@ -102,4 +102,4 @@ def _run_engines(args, prompts, params):
     if args.dtype != "auto":
         raise ValueError("--dtype applies to --checkpoint; engines run in their built dtypes")
     runner = LocalRunner(args.engines, device=args.device)
-    return runner.generate(prompts, params, eos_token_id=runner.config.eos_token_id)
+    return runner.generate(prompts, params)

@@ -15,7 +15,8 @@ from step3_trt.model.load import load_reference_model
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.local import LocalRunner
-from step3_trt.runtime.scheduler import Chunk, Request
+from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Chunk
 from step3_trt.sampling import SamplingParams
 from tests.conftest import REPO
 
@@ -38,7 +39,9 @@ def test_greedy_tokens_match_the_reference_for_32_steps(case):
     runner = LocalRunner(engines)
     prompts = random_prompts(model.config.vocab_size, (1, 7, 16, 17, 40), seed=3)
     greedy = SamplingParams(max_new_tokens=32, greedy=True)
-    assert runner.generate(prompts, greedy) == generate(model, prompts, greedy)
+    # the runner stops at the engines' end-of-sequence id, as the reference does when told it
+    assert runner.generate(prompts, greedy) == \
+        generate(model, prompts, greedy, eos_token_id=model.config.eos_token_id)
 
 
 def test_prefill_and_decode_logits_match_the_reference(case):

@@ -36,4 +36,5 @@ def test_exported_engines_give_the_reference_tokens(odd_checkpoint, tmp_path, gr
     prompts = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist()
                for n in (3, 21)]
     greedy = SamplingParams(max_new_tokens=12, greedy=True)
-    assert LocalRunner(engines).generate(prompts, greedy) == generate(model, prompts, greedy)
+    want = generate(model, prompts, greedy, eos_token_id=model.config.eos_token_id)
+    assert LocalRunner(engines).generate(prompts, greedy) == want
