@@ -85,3 +85,12 @@ class Request:
         new = self.output[self.streamed:]
         self.streamed = len(self.output)
         return new
+
+
+def completion_text(decode: Callable[[list[int]], str], output_ids: list[int],
+                    params: SamplingParams) -> str:
+    """The text a client gets for `output_ids`: decoded, cut before the first stop string (the
+    stop string itself is not returned)."""
+    text = decode(output_ids)
+    cut = stop_string_hit(text, params)
+    return text if cut is None else text[:cut]

@@ -73,16 +73,27 @@ class Slot:
     tail: tuple[int, ...]
 
 
+def poll_until(test, deadline: Deadline) -> bool:
+    """Call `test` (non-blocking) with backoff sleeps until it is true (True) or the deadline
+    passes (False)."""
+    backoff = Backoff()
+    while not test():
+        if deadline.passed:
+            return False
+        backoff.sleep()
+    return True
+
+
 class Handle(abc.ABC):
     """A send or receive in flight."""
 
     @abc.abstractmethod
-    def done(self) -> bool:
-        """True once complete (never blocks)."""
+    def wait(self, deadline: Deadline) -> bool:
+        """Block until complete (True) or the deadline passes (False)."""
 
     @abc.abstractmethod
     def result(self) -> list[torch.Tensor]:
-        """The received tensors (an empty list for a send); only once `done`."""
+        """The received tensors (an empty list for a send); only once waited for."""
 
 
 class _Peered:
@@ -137,11 +148,8 @@ class DataPlane(_Peered, abc.ABC):
              deadline: Deadline | None = None) -> list[torch.Tensor]:
         """The handle's tensors once it completes; AfdError naming `peer` at the deadline."""
         deadline = deadline or Deadline.after(self.timeout_s)
-        backoff = Backoff()
-        while not handle.done():
-            if deadline.passed:
-                raise self.timeout(what, peer, deadline)
-            backoff.sleep()
+        if not handle.wait(deadline):
+            raise self.timeout(what, peer, deadline)
         return handle.result()
 
     def close(self) -> None:

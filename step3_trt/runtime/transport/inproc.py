@@ -13,7 +13,8 @@ import torch
 
 from step3_trt.runtime import messages
 from step3_trt.runtime.ranks import JobLayout, RankId
-from step3_trt.runtime.transport.base import ControlChannel, DataPlane, Handle, Slot
+from step3_trt.runtime.transport.base import ControlChannel, DataPlane, Deadline, Handle, Slot, \
+    poll_until
 
 
 class InprocHub:
@@ -60,7 +61,7 @@ class InprocControl(ControlChannel):
 
 
 class _Done(Handle):
-    def done(self) -> bool:
+    def wait(self, deadline: Deadline) -> bool:
         return True
 
     def result(self) -> list[torch.Tensor]:
@@ -74,7 +75,10 @@ class _Recv(Handle):
         self.like = list(like)
         self.tensors: list[torch.Tensor] | None = None
 
-    def done(self) -> bool:
+    def wait(self, deadline: Deadline) -> bool:
+        return poll_until(self._try, deadline)
+
+    def _try(self) -> bool:
         if self.tensors is None:
             hub = self.plane.hub
             with hub.lock:

@@ -12,7 +12,8 @@ import torch
 from step3_trt.runtime import messages
 from step3_trt.runtime.ranks import JobLayout, RankId
 from step3_trt.runtime.transport import wire
-from step3_trt.runtime.transport.base import ControlChannel, DataPlane, Handle, Slot
+from step3_trt.runtime.transport.base import ControlChannel, DataPlane, Deadline, Handle, Slot, \
+    poll_until
 
 TAG_CONTROL = 1
 TAG_DATA = 2
@@ -50,8 +51,8 @@ class _MpiSend(Handle):
         self.request, self.buffer = request, buffer  # the buffer lives until the send is done
         self.complete = False
 
-    def done(self) -> bool:
-        self.complete = self.complete or self.request.Test()
+    def wait(self, deadline: Deadline) -> bool:
+        self.complete = self.complete or poll_until(self.request.Test, deadline)
         return self.complete
 
     def result(self) -> list[torch.Tensor]:
@@ -65,7 +66,10 @@ class _MpiRecv(Handle):
         self.like = list(like)
         self.tensors: list[torch.Tensor] | None = None
 
-    def done(self) -> bool:
+    def wait(self, deadline: Deadline) -> bool:
+        return poll_until(self._try, deadline)
+
+    def _try(self) -> bool:
         if self.tensors is None:
             self.tensors = self.plane._try_recv(self)
         return self.tensors is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -23,7 +24,7 @@ import torch
 
 from step3_trt.runtime.ranks import JobLayout, RankId
 from step3_trt.runtime.transport import wire
-from step3_trt.runtime.transport.base import DataPlane, Handle, Slot
+from step3_trt.runtime.transport.base import DataPlane, Deadline, Handle, Slot, poll_until
 
 TAG = 0
 
@@ -59,11 +60,11 @@ def bootstrap_group(comm, layout: JobLayout, me: RankId, device: torch.device,
 
 
 class _Send(Handle):
-    def __init__(self, works: list, keep: list[torch.Tensor]):
-        self.works, self.keep = works, keep  # tensors stay alive until the works complete
+    def __init__(self, plane: "TorchDataPlane", works: list, keep: list[torch.Tensor]):
+        self.plane, self.works, self.keep = plane, works, keep  # tensors live until done
 
-    def done(self) -> bool:
-        return all(w.is_completed() for w in self.works)
+    def wait(self, deadline: Deadline) -> bool:
+        return all(self.plane._wait_work(w, deadline) for w in self.works)
 
     def result(self) -> list[torch.Tensor]:
         return []
@@ -81,13 +82,12 @@ class _Recv(Handle):
         self.payload_work = None
         self.tensors: list[torch.Tensor] | None = None
 
-    def done(self) -> bool:
+    def wait(self, deadline: Deadline) -> bool:
         if self.tensors is None:
-            self.plane._advance(self.peer)
-            if self.rows is not None and (self.payload_work is None
-                                          or self.payload_work.is_completed()):
-                self.tensors = wire.unpack(self.rows, self.payload, self.like)
-        return self.tensors is not None
+            if not self.plane._complete(self, deadline):
+                return False
+            self.tensors = wire.unpack(self.rows, self.payload, self.like)
+        return True
 
     def result(self) -> list[torch.Tensor]:
         return self.tensors
@@ -119,33 +119,51 @@ class TorchDataPlane(DataPlane):
         if payload.numel():
             works.append(self.group.send([payload], dst, TAG))
             keep.append(payload)
-        return _Send(works, keep)
+        return _Send(self, works, keep)
 
     def post_recv(self, peer: RankId, layer: int, micro_batch: int,
                   like: Sequence[Slot]) -> Handle:
         handle = _Recv(self, peer, layer, micro_batch, like)
         self.queues.setdefault(peer, deque()).append(handle)
-        self._advance(peer)
+        self._post_front(peer)
         return handle
 
-    def _advance(self, peer: RankId) -> None:
-        """Post the receives of `peer`'s queued messages in the order the peer sends them:
-        a header, and once it has arrived, that message's payload; then the next header."""
-        queue, src = self.queues.get(peer, deque()), self.worker_of[peer]
-        while queue:
-            h = queue[0]
-            if h.header_work is None:
-                h.header_work = self.group.recv([h.header], src, TAG)
-            if not h.header_work.is_completed():
-                return
-            head = h.header.tolist()
-            self.check_header(peer, h.layer, h.micro_batch, (head[0], head[1]))
-            h.rows = head[2:]
-            size = wire.payload_size(h.rows, h.like)
-            h.payload = torch.empty(size, dtype=torch.uint8, device=self.device)
+    def _post_front(self, peer: RankId) -> None:
+        """Post the header receive of the oldest message from `peer` whose header is unread."""
+        queue = self.queues[peer]
+        if queue and queue[0].header_work is None:
+            queue[0].header_work = self.group.recv([queue[0].header], self.worker_of[peer], TAG)
+
+    def _complete(self, h: _Recv, deadline: Deadline) -> bool:
+        """Receive `h`: first the headers of every earlier message from its peer (each
+        followed by its payload receive, the order the peer sends them in), then its own."""
+        queue = self.queues[h.peer]
+        while h in queue:
+            front = queue[0]
+            if not self._wait_work(front.header_work, deadline):
+                return False
+            head = front.header.tolist()
+            self.check_header(front.peer, front.layer, front.micro_batch, (head[0], head[1]))
+            front.rows = head[2:]
+            size = wire.payload_size(front.rows, front.like)
+            front.payload = torch.empty(size, dtype=torch.uint8, device=self.device)
             if size:
-                h.payload_work = self.group.recv([h.payload], src, TAG)
+                front.payload_work = self.group.recv([front.payload], self.worker_of[h.peer], TAG)
             queue.popleft()
+            self._post_front(h.peer)
+        return h.payload_work is None or self._wait_work(h.payload_work, deadline)
+
+    def _wait_work(self, work, deadline: Deadline) -> bool:
+        """Gloo completes an operation only inside `wait` (with a timeout); NCCL's completion
+        is polled (its `wait` only orders the CUDA stream)."""
+        if self.device.type == "cuda":
+            return poll_until(work.is_completed, deadline)
+        seconds = max(0.0, deadline.at - time.monotonic())
+        try:
+            work.wait(datetime.timedelta(seconds=min(seconds, 1e6)))
+        except RuntimeError:  # gloo's timeout (the job fails on it)
+            return False
+        return True
 
     def close(self) -> None:
         if hasattr(self.group, "shutdown"):
