@@ -7,7 +7,9 @@ Client (Triton backend, `step3-trt run`) <-> coordinator, over ZeroMQ:
 Coordinator <-> attention ranks, over the control channel:
   Submit, Cancel, Shutdown ->;  <- Ready, StepReport (deltas, results, occupancy).
 Workers among themselves: Vote (attention rank -> the leader), Decision (leader -> every worker:
-run a step, stay idle, or stop), Ready (every worker -> coordinator once its engines load).
+run a step, stay idle, or stop); to the coordinator: Ready (once its engines load; the
+coordinator answers Begin once every worker is ready), Stalled (a
+wait on a peer has lasted the job's timeout).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class Status:
 @dataclass(frozen=True)
 class Ready:
     TYPE: ClassVar[str] = "ready"
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Coordinator -> every worker, once all have reported ready: start serving."""
+    TYPE: ClassVar[str] = "begin"
 
 
 @dataclass(frozen=True)
@@ -139,8 +147,18 @@ class Decision:
             raise MessageError(f"decision action must be step, idle or stop, got {self.action!r}")
 
 
-Message = typing.Union[Submit, Cancel, Shutdown, Hello, Status, Ready, StepReport, Update,
-                       Heartbeat, ErrorReply, Vote, Decision]
+@dataclass(frozen=True)
+class Stalled:
+    """A worker -> coordinator: it has waited `seconds` for `what` from MPI rank `peer` and
+    waits on; the coordinator finds the rank everyone waits on (runtime/afd/stalls.py)."""
+    TYPE: ClassVar[str] = "stalled"
+    peer: int
+    what: str
+    seconds: float
+
+
+Message = typing.Union[Submit, Cancel, Shutdown, Hello, Status, Ready, Begin, StepReport, Update,
+                       Heartbeat, ErrorReply, Vote, Decision, Stalled]
 MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(Message)}
 MAX_ID = 2**63 - 1  # ids are JSON integers that fit int64
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 
-from step3_trt.runtime.messages import Cancel, RankStats, Ready, Shutdown, StepReport, Submit
+from step3_trt.runtime.afd.stalls import StallWatch
+from step3_trt.runtime.messages import Begin, Cancel, RankStats, Ready, Shutdown, Stalled, StepReport, \
+    Submit
 from step3_trt.runtime.ranks import JobLayout, RankId
 from step3_trt.runtime.transport.base import AfdError, ControlChannel, Deadline
 
 
 def wait_ready(layout: JobLayout, control: ControlChannel, startup_timeout_s: float) -> None:
-    """Every worker reports once its engines are loaded; the clock starts after that."""
+    """Every worker reports once its engines are loaded; then all are told to begin, so no
+    wait between workers starts while one is still loading."""
     waiting = set(layout.workers)
     deadline = Deadline.after(startup_timeout_s)
     while waiting:
@@ -19,6 +22,8 @@ def wait_ready(layout: JobLayout, control: ControlChannel, startup_timeout_s: fl
         if not isinstance(msg, Ready):
             raise AfdError(f"{layout.name(source)} sent {msg.TYPE!r} before 'ready'")
         waiting.discard(source)
+    for worker in layout.workers:
+        control.send_message(Begin(), worker)
 
 
 class Dispatcher:
@@ -28,6 +33,7 @@ class Dispatcher:
         self.last_heard = {a: time.monotonic() for a in self.load}
         self.owner: dict[int, RankId] = {}  # in-flight job request id -> attention rank
         self.stats: dict[RankId, RankStats] = {}  # latest occupancy per attention rank
+        self.stalls = StallWatch(layout, timeout_s)
 
     def submit(self, msg: Submit) -> RankId:
         """Send a request to the least-loaded attention rank; returns that rank."""
@@ -49,14 +55,17 @@ class Dispatcher:
         return True
 
     def poll(self) -> tuple[StepReport, RankId] | None:
-        """The next step report from any attention rank (bookkeeping done), or None."""
-        got = self.control.poll_message()
+        """The next step report from any attention rank (bookkeeping done), or None. Stall
+        reports of any worker are taken on the way."""
+        while (got := self.control.poll_message()) is not None and isinstance(got[0], Stalled):
+            self.stalls.report(got[1], got[0])
         if got is None:
             return None
         msg, source = got
         if not isinstance(msg, StepReport):
             raise AfdError(f"{self.layout.name(source)} sent {msg.TYPE!r}, expected a step report")
         self.last_heard[source] = time.monotonic()
+        self.stalls.progress(source)
         self.stats[source] = msg.stats
         for result in msg.finished:
             if self.owner.pop(result.id, None) is not None:
@@ -64,8 +73,9 @@ class Dispatcher:
         return msg, source
 
     def check_progress(self) -> None:
-        """Twice the per-message timeout: a worker waiting on a dead or hung peer reports that
-        peer itself first; this catches a hung attention rank."""
+        """A rank that others' stall reports show to be hung (stalls.py); and, past twice the
+        per-message timeout, a busy attention rank that sent no step report."""
+        self.stalls.check()
         now = time.monotonic()
         for rank, n in self.load.items():
             if n and now - self.last_heard[rank] > 2 * self.timeout_s:

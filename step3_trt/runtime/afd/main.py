@@ -100,6 +100,9 @@ class Rank:
             local_device(comm, layout, me, configured)
         self.control = MpiControl(comm, layout, me, args.timeout)
         self.data = self._data_plane()
+        if me != COORDINATOR:
+            for plane in (self.control, self.data):
+                plane.on_stall = self._report_stall
         self.micro_batches = args.micro_batches or self.build.runtime.micro_batches
 
     def _data_plane(self):
@@ -112,6 +115,23 @@ class Rank:
         from step3_trt.runtime.transport.mpi import MpiDataPlane
 
         return MpiDataPlane(self.comm, self.layout, self.me, self.args.timeout, self.device)
+
+    def _ready(self) -> None:
+        """Report the engines loaded and wait until every worker's are (the coordinator's
+        Begin); loading is bounded by the start-up timeout, not the per-message one."""
+        from step3_trt.runtime.messages import Begin, Ready
+        from step3_trt.runtime.transport.base import Deadline
+
+        self.control.send_message(Ready(), COORDINATOR)
+        deadline = Deadline.after(max(self.args.timeout, STARTUP_TIMEOUT_S))
+        msg, _ = self.control.recv_message(COORDINATOR, "start signal", deadline)
+        if not isinstance(msg, Begin):
+            raise RuntimeError(f"the coordinator sent {msg.TYPE!r} before 'begin'")
+
+    def _report_stall(self, peer: RankId, what: str, seconds: float) -> None:
+        from step3_trt.runtime.messages import Stalled
+
+        self.control.send_message(Stalled(self.layout.world(peer), what, seconds), COORDINATOR)
 
     def run(self) -> None:
         print(f"[{self.layout.name(self.me)}] transport {self.args.transport}, device "
@@ -144,7 +164,6 @@ class Rank:
         from step3_trt.runtime.engine import RankEngine
         from step3_trt.runtime.ffn import RemoteFfn
         from step3_trt.runtime.local import attention_executor, eos_token_ids, make_scheduler
-        from step3_trt.runtime.messages import Ready
         from step3_trt.tokenizer import load_tokenizer
 
         engines = self.args.engines
@@ -157,7 +176,7 @@ class Rank:
         ffn = RemoteFfn(self.data, self.layout, cfg.hidden_size, executor.dtype)
         core = EngineCore(executor, ffn, scheduler, eos, self.micro_batches, lockstep=True,
                           tracer=self.tracer)
-        self.control.send_message(Ready(), COORDINATOR)
+        self._ready()
         AttentionWorker(core, self.control, self.layout, self.me).run()
 
     def _serve_ffn(self) -> None:
@@ -165,11 +184,10 @@ class Rank:
         from step3_trt.runtime.cuda_graphs import GraphCache
         from step3_trt.runtime.engine import RankEngine
         from step3_trt.runtime.executors import FfnExecutor
-        from step3_trt.runtime.messages import Ready
 
         engine = RankEngine(self.args.engines / self.me.dir, self.device, self.build.digest())
         executor = FfnExecutor(engine, GraphCache.for_engine(self.build.runtime, engine))
-        self.control.send_message(Ready(), COORDINATOR)
+        self._ready()
         FfnWorker(executor, self.control, self.data, self.layout, self.micro_batches,
                   self.tracer).run()
 

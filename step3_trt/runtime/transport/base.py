@@ -97,10 +97,34 @@ class Handle(abc.ABC):
 
 
 class _Peered:
-    """Naming of this rank and its peers in errors."""
+    """Naming of this rank and its peers in errors, and what happens when a wait stalls.
+
+    A wait that lasts the job's timeout is reported through `on_stall(peer, what, seconds)`
+    (set by the job: a `Stalled` message to the coordinator, which finds the rank that everyone
+    waits on and fails the job naming it) and goes on for twice as long again before this rank
+    fails by itself. In lockstep a hung rank blocks every other, so the first wait to expire is
+    often on a rank that is itself only waiting; the coordinator's view names the right one."""
+
+    STALL_FACTOR = 2.0  # after a reported stall, how many more timeouts a wait goes on
 
     def __init__(self, layout: JobLayout, me: RankId, timeout_s: float):
         self.layout, self.me, self.timeout_s = layout, me, timeout_s
+        self.on_stall = None  # Callable[[RankId, str, float], None] | None
+
+    def _wait(self, test_wait, what: str, peer: RankId | None, deadline: Deadline | None):
+        """Run `test_wait(deadline) -> bool` under the default or given deadline; a default
+        deadline that passes is reported as a stall, then waited out once more."""
+        if deadline is not None:
+            if not test_wait(deadline):
+                raise self.timeout(what, peer, deadline)
+            return
+        first = Deadline.after(self.timeout_s)
+        if test_wait(first):
+            return
+        if self.on_stall is not None and peer is not None:
+            self.on_stall(peer, what, self.timeout_s)
+        if not test_wait(Deadline.after(self.STALL_FACTOR * self.timeout_s)):
+            raise self.timeout(what, peer, Deadline(0.0, (1 + self.STALL_FACTOR) * self.timeout_s))
 
     def timeout(self, what: str, peer: RankId | None, deadline: Deadline) -> AfdError:
         source = self.layout.name(peer) if peer is not None else "any rank"
@@ -121,13 +145,16 @@ class ControlChannel(_Peered, abc.ABC):
         message that does not decode raises `MessageError` naming the sender."""
 
     def recv_message(self, peer: RankId | None, what: str, deadline: Deadline | None = None):
-        """(message, sender), waiting until `deadline` (default: the job's per-message timeout)."""
-        deadline = deadline or Deadline.after(self.timeout_s)
-        backoff = Backoff()
-        while (got := self.poll_message(peer)) is None:
-            if deadline.passed:
-                raise self.timeout(what, peer, deadline)
-            backoff.sleep()
+        """(message, sender), waiting until `deadline` (default: the job's per-message timeout,
+        with stall reporting)."""
+        got = None
+
+        def arrived() -> bool:
+            nonlocal got
+            got = self.poll_message(peer)
+            return got is not None
+
+        self._wait(lambda d: poll_until(arrived, d), what, peer, deadline)
         return got
 
 
@@ -146,10 +173,9 @@ class DataPlane(_Peered, abc.ABC):
 
     def wait(self, handle: Handle, what: str, peer: RankId,
              deadline: Deadline | None = None) -> list[torch.Tensor]:
-        """The handle's tensors once it completes; AfdError naming `peer` at the deadline."""
-        deadline = deadline or Deadline.after(self.timeout_s)
-        if not handle.wait(deadline):
-            raise self.timeout(what, peer, deadline)
+        """The handle's tensors once it completes; AfdError naming `peer` at the deadline
+        (default: the job's per-message timeout, with stall reporting)."""
+        self._wait(handle.wait, what, peer, deadline)
         return handle.result()
 
     def close(self) -> None:
