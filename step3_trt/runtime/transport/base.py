@@ -13,6 +13,7 @@ another one than it expected fails loudly.
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,19 +113,26 @@ class _Peered:
         self.on_stall = None  # Callable[[RankId, str, float], None] | None
 
     def _wait(self, test_wait, what: str, peer: RankId | None, deadline: Deadline | None):
-        """Run `test_wait(deadline) -> bool` under the default or given deadline; a default
-        deadline that passes is reported as a stall, then waited out once more."""
+        """Run `test_wait(deadline) -> bool` under the given deadline, or by default for the
+        job's timeout plus STALL_FACTOR more, reporting the stall when the job's timeout passes
+        (from a timer thread: a gloo wait blocks, and cannot be resumed once it times out)."""
         if deadline is not None:
             if not test_wait(deadline):
                 raise self.timeout(what, peer, deadline)
             return
-        first = Deadline.after(self.timeout_s)
-        if test_wait(first):
-            return
+        total = (1 + self.STALL_FACTOR) * self.timeout_s
+        timer = None
         if self.on_stall is not None and peer is not None:
-            self.on_stall(peer, what, self.timeout_s)
-        if not test_wait(Deadline.after(self.STALL_FACTOR * self.timeout_s)):
-            raise self.timeout(what, peer, Deadline(0.0, (1 + self.STALL_FACTOR) * self.timeout_s))
+            timer = threading.Timer(self.timeout_s, self.on_stall, (peer, what, self.timeout_s))
+            timer.daemon = True
+            timer.start()
+        try:
+            done = test_wait(Deadline.after(total))
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if not done:
+            raise self.timeout(what, peer, Deadline(0.0, total))
 
     def timeout(self, what: str, peer: RankId | None, deadline: Deadline) -> AfdError:
         source = self.layout.name(peer) if peer is not None else "any rank"
