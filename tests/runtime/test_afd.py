@@ -153,12 +153,10 @@ def test_a_dead_or_hung_ffn_rank_fails_the_job_fast(engines, tmp_path, sig, expe
     assert all(len(x.get("output_ids", [])) == 400 for x in lines if "error" not in x)
 
 
-def test_bundled_model_two_requests_on_2a2f(tmp_path, graph_cache):
+def test_bundled_model_two_requests_on_2a2f(bundled_2a2f):
     """Wider hidden states (256) than the tiny test model: replies go out by rendezvous, not
     eagerly, which once deadlocked two attention ranks against two FFN ranks."""
-    from step3_trt.presets import DEFAULT_CHECKPOINT
-
-    engines = make_engines(DEFAULT_CHECKPOINT, "tiny-cpu-2a2f.yaml", tmp_path, graph_cache)[1]
+    engines = bundled_2a2f
     prompts = [[0, 5, 17, 99, 3000, 12], [0, 44, 1, 2]]
     proc = run_cli("--engines", engines, *sum((["--prompt-ids", ",".join(map(str, p))]
                                                for p in prompts), []),

@@ -23,7 +23,7 @@ import torch
 
 from step3_trt.runtime.ranks import COORDINATOR, JobLayout, RankId, Role
 from step3_trt.runtime.trace import Tracer
-from step3_trt.runtime.transport import TRANSPORTS
+from step3_trt.runtime.transport import JOB_TRANSPORTS
 
 # Loading engines (torch import, AOTInductor packages, weights) of every rank, on a loaded
 # machine: generous, since it does not depend on the per-message timeout.
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--run-dir", type=Path, required=True, help="pid files and traces go here")
     p.add_argument("--attention", type=int, required=True)
     p.add_argument("--ffn", type=int, required=True)
-    p.add_argument("--transport", choices=[t for t in TRANSPORTS if t != "inproc"],
+    p.add_argument("--transport", choices=JOB_TRANSPORTS,
                    required=True)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--micro-batches", type=int, default=None)
@@ -71,21 +71,27 @@ def main(argv=None) -> int:
     return 0
 
 
-def local_device(comm, layout: JobLayout, me: RankId, configured: str) -> torch.device:
+def local_device(comm, layout: JobLayout, me: RankId, configured: str,
+                 transport: str) -> torch.device:
     """This rank's device: CPU engines run on the CPU; on CUDA each worker takes the GPU of its
-    place among this host's workers (local rank), several workers sharing a GPU when a host
-    has fewer GPUs than workers. An explicit --device is used as given."""
+    place among this host's workers (its local rank among them), several workers sharing a GPU
+    when a host has fewer GPUs than workers (the mpi transport only: NCCL refuses two ranks on
+    one GPU). Collective over `comm`."""
     from mpi4py import MPI
 
     worker = me in layout.workers
     workers = comm.Split(0 if worker else 1, layout.world(me))
     local = workers.Split_type(MPI.COMM_TYPE_SHARED, layout.world(me))
-    index = local.Get_rank()
+    index, count = local.Get_rank(), local.Get_size()
     local.Free()
     workers.Free()
     if configured != "cuda" or not worker:
         return torch.device(configured if worker else "cpu")
-    return torch.device("cuda", index % torch.cuda.device_count())
+    gpus = torch.cuda.device_count()
+    if transport == "torch" and count > gpus:
+        raise RuntimeError(f"{count} workers on this host but {gpus} GPUs: the torch transport "
+                           f"(NCCL) needs one GPU per rank; use --transport mpi to share GPUs")
+    return torch.device("cuda", index % gpus)
 
 
 class Rank:
@@ -97,7 +103,7 @@ class Rank:
         self.build = BuildConfig.from_file(args.engines / "build_config.yaml")
         configured = args.device or self.build.device
         self.device = torch.device(configured) if ":" in configured else \
-            local_device(comm, layout, me, configured)
+            local_device(comm, layout, me, configured, args.transport)
         self.control = MpiControl(comm, layout, me, args.timeout)
         self.data = self._data_plane()
         if me != COORDINATOR:
