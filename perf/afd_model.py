@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "GPU (not with --runtime, which prices --placement)")
     ap.add_argument("--oproj-tp", type=int, default=1, help="o_proj TP inside attention (paper 8)")
     ap.add_argument("--sla-ms", type=float, default=50.0)
-    ap.add_argument("--splits", default=",".join(projection.DEFAULT_SPLITS))
+    ap.add_argument("--splits", default=None,
+                    help="comma-separated, e.g. 2A2F,3A2F (8-GPU instances) or 2+6 (GPUs of one "
+                         "host); default: 1A1F ... 3A3F, and with --runtime also 1+7 ... 4+4")
     ap.add_argument("--hbm-eff", type=float, default=1.0, help="fraction of HBM ceiling")
     ap.add_argument("--ffn-hbm-eff", type=float, default=None, help="default: --hbm-eff")
     ap.add_argument("--flop-eff", type=float, default=1.0, help="fraction of GEMM ceiling")
@@ -157,6 +159,8 @@ def run_projection(args: argparse.Namespace) -> dict:
 
 
 def _splits(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.splits is None:
+        return projection.DEFAULT_SPLITS + (runtime_report.HOST_SPLITS if args.runtime else ())
     return tuple(s.strip() for s in args.splits.split(",") if s.strip())
 
 

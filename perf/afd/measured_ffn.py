@@ -113,12 +113,14 @@ class MeasuredFfn:
         return (local * hit * d.expert_params() + d.shared_params() / g) * wb
 
     def rank_us(self, work: RankWork) -> np.ndarray | None:
-        """[draws, ranks] µs, or None when a rank's equivalent micro-batch is outside the table."""
+        """[draws, ranks] µs, or None when a rank's equivalent micro-batch is beyond the table.
+        A rank with less work than the table's first point is priced at that point (an upper
+        bound: the busiest rank, which sets the station, is never below it unless all are)."""
         t_eq = self.units(work) / self.units_per_token()
         busy = t_eq > 0
-        lo, hi = self.table.tokens[0], self.table.tokens[-1]
-        if np.any(t_eq[busy] < lo) or np.any(t_eq[busy] > hi):
+        if np.any(t_eq[busy] > self.table.tokens[-1]):
             return None
+        t_eq = np.maximum(t_eq, self.table.tokens[0])
         base = np.interp(t_eq, self.table.tokens, self.table.us)
         rate = self.rates.dense if work.kind == "dense" else self.rates.moe
         extra = (self.weights(work) - self.measured_weights(t_eq)) / rate * 1e6

@@ -157,13 +157,16 @@ class RuntimeModel:
 
     # ---------------- routing-dependent figures ----------------
     def figures(self, dep: Deployment, per_gpu: int, kind: str) -> dict[str, float]:
-        """Link, FFN-roofline and data-plane times and traffic figures at ``per_gpu``
-        sequences per attention rank: exact on GRID, linear between its points."""
+        """Link, FFN and data-plane times and traffic figures at ``per_gpu`` sequences per
+        attention rank: exact on GRID, linear between its points (exact where a neighbouring
+        point is outside a measured FFN table)."""
         if per_gpu in GRID or per_gpu > GRID[-1]:
             return self._figures_at(dep, per_gpu, kind)
         hi = next(g for g in GRID if g > per_gpu)
         lo = GRID[GRID.index(hi) - 1]
         a, b = self._figures_at(dep, lo, kind), self._figures_at(dep, hi, kind)
+        if np.isnan(a["ffn_us"]) or np.isnan(b["ffn_us"]):  # a neighbour is off the table
+            return self._figures_at(dep, per_gpu, kind)
         t = (per_gpu - lo) / (hi - lo)
         return {k: a[k] + (b[k] - a[k]) * t for k in a}
 

@@ -18,10 +18,12 @@ from .projection import PAPER_PER_GPU, at_paper_point, project
 from .report import splits_table, stations_table, table
 from .roofline import Roofline
 from .routing import UNIFORM, load_routing, uniform_routing
+from .step3 import Step3Dims
 from .runtime import DEFAULT_HOST_OVERHEAD_US, DEFAULT_OP_US, DEFAULT_ROUTING, WIRES, \
     RuntimeModel, RuntimeSpec, make_sampler, wire_format
 
 HOST_SPLITS = ("1+7", "2+6", "3+5", "4+4")  # one 8-GPU host
+WIRE_NAMES = {1: "FP8", 2: "BF16", 4: "fp32"}
 HOST_OVERHEAD_SWEEP = (0.0, 30.0, DEFAULT_HOST_OVERHEAD_US, 200.0)
 
 
@@ -45,7 +47,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                    help="fixed µs of one data-plane kernel (assumed)")
 
 
-def spec_from_args(args: argparse.Namespace) -> RuntimeSpec:
+def spec_from_args(args: argparse.Namespace, dims: Step3Dims) -> RuntimeSpec:
     """The RuntimeSpec the command line describes."""
     try:
         values = [float(v) for v in str(args.host_overhead_us).split(",")]
@@ -55,7 +57,8 @@ def spec_from_args(args: argparse.Namespace) -> RuntimeSpec:
     if len(values) not in (1, 2):
         raise AfdInputError("--host-overhead-us takes one value or attention,FFN")
     host = (values[0], values[-1])
-    routing = uniform_routing(48, 3) if args.routing == UNIFORM else load_routing(args.routing)
+    routing = uniform_routing(dims.experts, dims.top_k) if args.routing == UNIFORM \
+        else load_routing(args.routing)
     tr = with_link(transport(args.transport), None, args.latency_us)
     if args.net_eff != 1.0:
         tr = replace(tr, inter=replace(tr.inter, bandwidth=tr.inter.bandwidth * args.net_eff))
@@ -67,7 +70,7 @@ def spec_from_args(args: argparse.Namespace) -> RuntimeSpec:
 def run_runtime(args: argparse.Namespace, base: Roofline | Measured, roof: Roofline,
                 base_dep: Deployment, splits: tuple[str, ...], micro: tuple[int, ...]) -> dict:
     """Print and return the runtime projection, the placement study and the sensitivity."""
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, base.dims)
     sampler = make_sampler(spec, base.dims)
     dep = replace(base_dep, wire=wire_format(spec.wire, base_dep.weight_bytes))
     model = RuntimeModel(base, spec, sampler)
@@ -76,14 +79,19 @@ def run_runtime(args: argparse.Namespace, base: Roofline | Measured, roof: Roofl
     if paper_pt is not None:
         print("\n== per-layer stations, 2A2F at the paper's batch shape (128 seqs/GPU/mb)\n"
               + stations_table(paper_pt, args.sla_ms, base.dims.layers))
-    all_splits = splits + tuple(s for s in HOST_SPLITS if s not in splits)
-    results = project(model, dep, all_splits, micro)
+    results = project(model, dep, splits, micro)
     best = next((r.search.point for r in results if r.split == "2A2F"), None)
     if best is not None:
         print(f"\n== per-layer stations, 2A2F at the largest batch under {args.sla_ms:g} ms\n"
               + stations_table(best, args.sla_ms, base.dims.layers))
     print(f"\n== splits under {args.sla_ms:g} ms (2+6 etc.: one 8-GPU host)\n"
           + splits_table(results, 4039.0))
+    floors = floor_rows(base, roof, dep) if isinstance(base, Measured) else []
+    if floors:
+        print("\n== measured stages against their floors (2A2F paper shape; floor: each kernel "
+              "at the larger of its byte and FLOP floors at the GPU's ceilings)\n"
+              + table(["stage", "measured µs", "bytes only µs", "FLOPs only µs", "floor µs",
+                       "of floor"], floors))
     inst_dep = replace(base_dep, fanout="instance")
     inst_best = best_under_sla(base, inst_dep.with_split("2A2F")).point
     inst_paper = at_paper_point(base, inst_dep)
@@ -106,6 +114,8 @@ def run_runtime(args: argparse.Namespace, base: Roofline | Measured, roof: Roofl
                        for r in inputs_rows(model, dep, args)],
             "paper_point": paper_pt.to_json() if paper_pt else None,
             "best_2a2f": best.to_json() if best else None,
+            "floors": [dict(zip(("stage", "measured_us", "bytes_only_us", "flops_only_us",
+                                 "floor_us", "of_floor"), r)) for r in floors],
             "instance_fanout": {"best_2a2f": inst_best.to_json() if inst_best else None,
                                 "paper_point": inst_paper.to_json() if inst_paper else None},
             "headline": [dict(zip(("what", "tpot_ms", "tokens_per_s_per_gpu", "note"), r))
@@ -137,7 +147,8 @@ def inputs_rows(model: RuntimeModel, dep: Deployment, args: argparse.Namespace) 
          f"{tr.intra.latency_us:g} µs, {tr.intra.per_message_us:g} µs/message", tr.intra.source],
         ["  link between hosts", f"{tr.inter.name}: {tr.inter.bandwidth / 1e9:.1f} GB/s, "
          f"{tr.inter.latency_us:g} µs, {tr.inter.per_message_us:g} µs/message", tr.inter.source],
-        ["wire", f"{spec.wire}: A->F {w.a2f_bytes_per_token(d.hidden, d.top_k)} B/token-copy "
+        ["wire", f"{spec.wire} ({WIRE_NAMES[w.hidden_bytes]} hidden states): A->F "
+         f"{w.a2f_bytes_per_token(d.hidden, d.top_k)} B/token-copy "
          f"(+{w.id_bytes + w.weight_bytes} B for the shared slot in P1/P2), F->A "
          f"{w.f2a_bytes_per_token(d.hidden)} B", "docs/afd-model.md §10.1"],
         ["host overhead per call", f"attention {host[0]:g} µs, FFN {host[1]:g} µs", host_src],
@@ -154,6 +165,39 @@ def inputs_rows(model: RuntimeModel, dep: Deployment, args: argparse.Namespace) 
         rates = model.measured_ffn(dep, "moe").rates
         rows.append(["FFN weight streaming", rates.source, "measured kernel benchmarks"])
     return rows
+
+
+def floor_rows(base: Measured, roof: Roofline, dep: Deployment) -> list[list]:
+    """Measured attention and FFN layers at the paper's shape against max(bytes, FLOPs) floors
+    (the FFN at the measured table's rank count: sliced shared expert, uniform routing)."""
+    fast = 1e30  # a ceiling that never binds
+    by_bytes = replace(roof, hw=replace(roof.hw, bf16_flops=fast, fp8_flops=fast))
+    by_flops = replace(roof, hw=replace(roof.hw, hbm_bw=fast))
+    d2 = dep.with_split("2A2F")
+    rows = []
+    att = base.data.attention.at(PAPER_PER_GPU, d2.context)
+    if att is not None:
+        rows.append(_floor_row(f"attention ({PAPER_PER_GPU} seqs, {d2.context} ctx)", att,
+                               by_bytes.attention_us(d2, PAPER_PER_GPU, "moe"),
+                               by_flops.attention_us(d2, PAPER_PER_GPU, "moe"),
+                               roof.attention_us(d2, PAPER_PER_GPU, "moe")))
+    tokens = d2.micro_batch(PAPER_PER_GPU)
+    for t in base.data.ffn:
+        us = t.at(tokens)
+        if us is not None:
+            ref = replace(d2, ffn_instances=1, ffn_gpus=t.ffn_gpus)
+            rows.append(_floor_row(f"ffn {t.kind} ({tokens} tokens, 1 of {t.ffn_gpus})", us,
+                                   by_bytes.ffn_us(ref, tokens, t.kind),
+                                   by_flops.ffn_us(ref, tokens, t.kind),
+                                   roof.ffn_us(ref, tokens, t.kind)))
+    return rows
+
+
+def _floor_row(name: str, measured: float, byte_floor: float, flop_floor: float,
+               floor: float) -> list:
+    """``floor``: the roofline, each kernel at the larger of its two floors."""
+    return [name, f"{measured:.0f}", f"{byte_floor:.0f}", f"{flop_floor:.0f}", f"{floor:.0f}",
+            f"{floor / measured:.0%}"]
 
 
 def inputs_text(rows: list[list]) -> str:
@@ -211,7 +255,8 @@ def sensitivity(base, spec: RuntimeSpec, sampler, dep: Deployment) -> list:
     d2 = dep.with_split("2A2F")
     variants = [(f"host overhead {h:g} µs per call", replace(spec, host_overhead_us=(h, h)), None)
                 for h in HOST_OVERHEAD_SWEEP]
-    variants.append(("uniform routing", replace(spec, routing=uniform_routing(48, 3)), "new"))
+    uniform = uniform_routing(base.dims.experts, base.dims.top_k)
+    variants.append(("uniform routing", replace(spec, routing=uniform), "new"))
     if d2.weight_bytes == 1:
         variants.append(("BF16 hidden states on the wire", replace(spec, wire="bf16"), None))
     rows = []
