@@ -3,11 +3,12 @@
     python perf/afd_model.py --paper                       # validation against arXiv 2507.19427
     python perf/afd_model.py --roofline [--gpu h100]       # projection from bytes/FLOPs/ceilings
     python perf/afd_model.py --measured perf/results/layers_h100.json [--gpu h100]
-    python perf/afd_model.py --measured FILE --runtime [--placement balanced] [--transport torch]
+    python perf/afd_model.py --measured FILE --runtime [--placement balanced]
 
 --runtime prices this project's runtime as built (placement, wire, transport, host time per
-call) instead of the paper's idealized data plane. Each prints its tables and writes perf/results/afd_model_<tag>.json (+ .png unless --no-plot).
-Formulas and the measured-times format: docs/afd-model.md.
+call) instead of the paper's idealized data plane. Each prints its tables and writes
+perf/results/afd_model_<tag>.json (+ .png unless --no-plot). Formulas and the measured-times
+format: docs/afd-model.md.
 """
 
 from __future__ import annotations

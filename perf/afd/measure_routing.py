@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{max(lay.inclusion) / top_k:.3f} (max/mean {mm:.2f})")
     for r in obj["sampler_check"]:
         print(f"{r['tokens']:5d} tokens on {r['ffn_ranks']} ranks: busiest/mean measured "
-              f"{r['measured_busiest_over_mean']:.3f}, sampler {r['sampler_busiest_over_mean']:.3f}")
+              f"{r['measured_busiest_over_mean']:.3f}, "
+              f"sampler {r['sampler_busiest_over_mean']:.3f}")
     print(f"wrote {args.out} ({tokens} tokens x {len(layers)} MoE layers)")
     return 0
 

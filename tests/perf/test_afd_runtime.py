@@ -11,7 +11,7 @@ import pytest
 
 from perf.afd.checks import AfdInputError
 from perf.afd.dataplane import DeviceCosts, attention_side_us, ffn_side_us
-from perf.afd.deployment import Deployment, WireFormat
+from perf.afd.deployment import Deployment
 from perf.afd.hardware import GIB, Hardware, hardware
 from perf.afd.layers_json import FfnTable
 from perf.afd.links import Link, Transport, load_ping_pong, MPI_SHM, mpi_transport
