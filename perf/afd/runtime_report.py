@@ -164,6 +164,9 @@ def inputs_rows(model: RuntimeModel, dep: Deployment, args: argparse.Namespace) 
     if isinstance(model.base, Measured):
         rates = model.measured_ffn(dep, "moe").rates
         rows.append(["FFN weight streaming", rates.source, "measured kernel benchmarks"])
+        tables = ", ".join(f"{t.kind} at {t.ffn_gpus} ranks" for t in model.base.data.ffn)
+        rows.append(["FFN tables", tables, "splits with other FFN rank counts convert the "
+                     "first table of the kind by equivalent work (docs §10.3)"])
     return rows
 
 
