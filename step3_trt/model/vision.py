@@ -4,7 +4,7 @@ to the text width. The reference that a vision engine is tested against.
 Module and parameter names match the released checkpoint (`vision_model.*`, `vit_downsampler*`,
 `vit_large_projector.*`), so `state_dict()` keys are its tensor names; loading is
 `step3_trt.vision.load`. Attention scores, softmax and layer norms run in float32, everything
-else in the parameters' dtype. Architecture facts and their sources: docs/step3-facts.md, "Vision".
+else in the parameters' dtype (float64 stays float64). Architecture facts and their sources: docs/step3-facts.md, "Vision".
 
 Shapes: B views, S view side in pixels, P patch, G = S / P tokens per side, L = 4 + G^2 ViT tokens,
 C ViT width, O `output_hidden_size`, T text hidden size, E = embeddings per view.
@@ -26,6 +26,10 @@ LEADING_TOKENS = 4
 LAYER_NORM_EPS = 1e-6
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
@@ -37,7 +41,7 @@ def interpolate_positions(table: torch.Tensor, grid: int) -> torch.Tensor:
     src = int(round(patches.shape[0] ** 0.5))
     if src == grid:
         return table
-    square = patches.reshape(1, src, src, -1).permute(0, 3, 1, 2).float()  # [1, C, g, g]
+    square = at_least_float32(patches.reshape(1, src, src, -1).permute(0, 3, 1, 2))  # [1,C,g,g]
     resized = F.interpolate(square, size=(grid, grid), mode="bicubic", antialias=True,
                             align_corners=False)
     return torch.cat([cls, resized[0].permute(1, 2, 0).reshape(grid * grid, -1).to(table.dtype)])
@@ -76,7 +80,7 @@ class VisionAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape
         qkv = self.qkv_proj(x).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.float().permute(2, 0, 3, 1, 4).unbind(0)  # each [B, N, L, D]
+        q, k, v = at_least_float32(qkv).permute(2, 0, 3, 1, 4).unbind(0)  # each [B, N, L, D]
         out = F.scaled_dot_product_attention(q, k, v, scale=self.head_dim ** -0.5)
         return self.out_proj(out.transpose(1, 2).reshape(B, L, C).to(x.dtype))
 
@@ -92,11 +96,12 @@ class VisionMLP(nn.Module):
 
 
 class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm computed in float32, returned in the input's dtype."""
+    """nn.LayerNorm computed in (at least) float32, returned in the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(),
-                            self.bias.float(), self.eps).to(x.dtype)
+        return F.layer_norm(at_least_float32(x), self.normalized_shape,
+                            at_least_float32(self.weight), at_least_float32(self.bias),
+                            self.eps).to(x.dtype)
 
 
 class VisionEncoderLayer(nn.Module):

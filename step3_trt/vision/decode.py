@@ -36,7 +36,7 @@ def decode_image_bytes(data: bytes, limits: ImageLimits) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(_one_line(f"image has too many pixels: {e}")) from None
     except Exception as e:  # PIL raises many types on malformed headers; all are bad input
-        raise ImageDecodeError(_one_line(f"cannot read the image header ({type(e).__name__}: "
+        raise ImageDecodeError(_one_line(f"cannot decode the image ({type(e).__name__}: "
                                          f"{e})")) from None
     width, height = image.size
     if width < 1 or height < 1:
