@@ -55,10 +55,10 @@ def decode_image_bytes(data: bytes, limits: ImageLimits) -> Image.Image:
 def decode_data_url(url: str, limits: ImageLimits) -> Image.Image:
     """`data:image/<type>;base64,<payload>`; the format is read from the bytes, not the type."""
     header, comma, payload = url.partition(",")
-    if not header.startswith("data:") or not comma:
+    if header[:5].lower() != "data:" or not comma:
         raise ImageSourceError("malformed data URL (expected `data:image/...;base64,<data>`)")
-    media_type, *params = header[len("data:"):].split(";")
-    if "base64" not in params:
+    media_type, *params = header[5:].split(";")
+    if "base64" not in (p.strip().lower() for p in params):
         raise ImageSourceError("data URLs must be base64-encoded (`;base64,`)")
     if media_type and not media_type.lower().startswith("image/"):
         raise ImageSourceError(f"data URL media type {_quote(media_type)} is not an image type")

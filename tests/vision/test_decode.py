@@ -189,3 +189,4 @@ def test_image_count_limit():
 def test_limits_are_validated(field, value):
     with pytest.raises(ValueError, match=field):
         ImageLimits(**{field: value})
+
