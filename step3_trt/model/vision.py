@@ -3,8 +3,9 @@ to the text width. The reference that a vision engine is tested against.
 
 Module and parameter names match the released checkpoint (`vision_model.*`, `vit_downsampler*`,
 `vit_large_projector.*`), so `state_dict()` keys are its tensor names; loading is
-`step3_trt.vision.load`. Attention scores, softmax and layer norms run in float32, everything
-else in the parameters' dtype (float64 stays float64). Architecture facts and their sources: docs/step3-facts.md, "Vision".
+`step3_trt.vision.load`. Attention, layer norms and the position-table resize run in float32
+(float64 for a float64 tower), everything else in the parameters' dtype. Architecture facts and
+their sources: docs/step3-facts.md, "Vision".
 
 Shapes: B views, S view side in pixels, P patch, G = S / P tokens per side, L = 4 + G^2 ViT tokens,
 C ViT width, O `output_hidden_size`, T text hidden size, E = embeddings per view.

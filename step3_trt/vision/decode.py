@@ -33,8 +33,9 @@ def decode_image_bytes(data: bytes, limits: ImageLimits) -> Image.Image:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise ImageDecodeError("not a PNG, JPEG or WebP image") from None
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(_one_line(f"image has too many pixels: {e}")) from None
+    except Image.DecompressionBombError:  # PIL's own guard, far above any sane limit
+        raise ImageTooLargeError(f"image has too many pixels; the limit is "
+                                 f"{limits.max_pixels:,}") from None
     except Exception as e:  # PIL raises many types on malformed headers; all are bad input
         raise ImageDecodeError(_one_line(f"cannot decode the image ({type(e).__name__}: "
                                          f"{e})")) from None

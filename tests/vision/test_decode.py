@@ -93,7 +93,8 @@ MALFORMED = {
     "zero width": (png_with_header(0, 10), ImageDecodeError, "not a PNG, JPEG or WebP"),
     "81M pixels": (png_with_header(9000, 9000), ImageTooLargeError,
                    "9000x9000 = 81,000,000 pixels; the limit is 67,108,864"),
-    "10G pixels": (png_with_header(100000, 100000), ImageTooLargeError, "too many pixels"),
+    "10G pixels": (png_with_header(100000, 100000), ImageTooLargeError,
+                   "too many pixels; the limit is 67,108,864"),
 }
 
 
