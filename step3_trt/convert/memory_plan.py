@@ -84,8 +84,10 @@ def format_memory_plan(plan: list[RankMemory], build: BuildConfig,
         lines.append(f"  {r.rank:<18}{r.weight_bytes / GB:>10.2f}Gi{r.reserve_bytes / GB:>8.2f}Gi"
                      f"{kv / GB:>10.2f}Gi{r.kv_capacity_tokens:>12,}")
     if vision is not None:
-        lines.append(f"  vision tower: {vision.weight_bytes / GB:.2f} GiB of {vision.dtype} "
-                     f"weights, not yet assigned to a rank (no vision role yet)")
+        size = f"{vision.weight_bytes / GB:.2f} GiB" if vision.weight_bytes >= GB // 10 else \
+            f"{vision.weight_bytes / 2**20:.2f} MiB"
+        lines.append(f"  vision tower: {size} of {vision.dtype} weights, not yet assigned to a "
+                     f"rank (no vision role yet)")
     return "\n".join(lines)
 
 
