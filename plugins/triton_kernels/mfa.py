@@ -15,9 +15,10 @@ import torch
 import triton
 import triton.language as tl
 
-from plugins._common import cdiv, next_pow2, sm_count
+from plugins._common import FP8, cdiv, next_pow2, sm_count
+from plugins.mfa import LOG2E, P_OFFSET
 
-LOG2E = 1.4426950408889634
+_P_OFFSET = tl.constexpr(P_OFFSET)
 
 
 @triton.jit
@@ -27,7 +28,7 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
                        stride_or, stride_os, stride_oh, stride_lr, stride_ls,
                        BS: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                        DECODE: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
-                       ONE_SPLIT: tl.constexpr):
+                       ONE_SPLIT: tl.constexpr, FP8: tl.constexpr):
     """Program (row r, split sp): heads of query row r against split sp of its sequence's
     kv_len cache tokens. A row uses min(#programs on axis 1, cdiv(kv_len, min_tokens)) equal
     splits (rounded to BLOCK_N); programs past them write an empty split. The grid is sized for
@@ -39,6 +40,10 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     (causal prefill: position + 1). K_SCALE / V_SCALE: 0 none, 1 per tensor, 2 per cache block.
     ONE_SPLIT: write the normalized output; else the split's normalized output and its
     log2-sum-exp for the merge kernel.
+    FP8 (e4m3 caches, plugins/mfa.py's FP8 numerics): q quantized per head row; QK^T and P.V
+    as e4m3 tensor-core products (per-block V scales: P.V in fp16); the running max is an
+    integer (minus P_OFFSET), so P's e4m3 rounding does not depend on tile or split bounds; V's
+    blocks are stored transposed ([D, BS] per block, stride_vt unused).
     """
     r = tl.program_id(0)
     sp = tl.program_id(1)
@@ -57,8 +62,14 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     h_ok = offs_h < H
     q = tl.load(q_ptr + r.to(tl.int64) * stride_qr + offs_h[:, None] * stride_qh + offs_d[None, :],
                 mask=h_ok[:, None], other=0.0)
+    row_scale = tl.full([BLOCK_H], qk_scale, dtype=tl.float32)
+    if FP8:  # the fp8_quantize rule per head row (IEEE divisions, as the reference)
+        qf = q.to(tl.float32)
+        q_s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(qf), 1), 1e-12), 448.0)
+        q = tl.minimum(tl.maximum(tl.math.div_rn(qf, q_s[:, None]), -448.0), 448.0).to(tl.float8e4nv)
+        row_scale = q_s * qk_scale
     if K_SCALE == 1:
-        k_scalar = tl.load(ks_ptr)
+        row_scale = row_scale * tl.load(ks_ptr)
     if V_SCALE == 1:
         v_scalar = tl.load(vs_ptr)
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
@@ -72,28 +83,45 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
         slot = t % BS
         k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
                     mask=t_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k.to(q.dtype)))  # [BLOCK_H, BLOCK_N] float32
-        if K_SCALE == 1:
-            s = s * (k_scalar * qk_scale)
-        elif K_SCALE == 2:
-            s = s * (tl.load(ks_ptr + blk, mask=t_ok, other=0.0) * qk_scale)[None, :]
+        if FP8:
+            s = tl.dot(q, tl.trans(k))  # [BLOCK_H, BLOCK_N] float32, e4m3 operands
         else:
-            s = s * qk_scale
+            s = tl.dot(q, tl.trans(k.to(q.dtype)))
+        s = s * row_scale[:, None]
+        if K_SCALE == 2:
+            s = s * tl.load(ks_ptr + blk, mask=t_ok, other=0.0)[None, :]
         s = tl.where(t_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if FP8:
+            m_new = tl.maximum(m_i, tl.math.ceil(tl.max(s, 1)) - _P_OFFSET)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        if V_SCALE == 1:
-            p = p * v_scalar
-        elif V_SCALE == 2:
-            p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        if FP8:  # V^T block layout: token j, dim d at blk * stride_vb + d * BS + j % BS
+            v = tl.load(v_ptr + (blk * stride_vb + slot)[:, None] + offs_d[None, :] * BS,
+                        mask=t_ok[:, None], other=0.0)
+            if V_SCALE == 2:
+                l_i = l_i * alpha + tl.sum(p, 1)
+                pv = (p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]).to(tl.float16)
+                acc = acc * alpha[:, None] + tl.dot(pv, v.to(tl.float16))
+            else:
+                p8 = p.to(tl.float8e4nv)
+                l_i = l_i * alpha + tl.sum(p8.to(tl.float32), 1)
+                acc = acc * alpha[:, None] + tl.dot(p8, v)
+        else:
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
+                        mask=t_ok[:, None], other=0.0)
+            if V_SCALE == 1:
+                p = p * v_scalar
+            elif V_SCALE == 2:
+                p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
         m_i = m_new
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
+    if FP8 and V_SCALE == 1:
+        out = out * v_scalar
     o_ptrs = o_ptr + r.to(tl.int64) * stride_or + sp * stride_os + offs_h[:, None] * stride_oh \
         + offs_d[None, :]
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
@@ -142,8 +170,9 @@ def pick_splits(rows: int, max_ctx: int, block_n: int, programs: int, min_tokens
 # (BLOCK_N, num_warps, num_stages, programs per SM). Offline sm_90 compiles (perf/kernels/
 # compile_report.py): none spills; the 4-warp ones fit two programs per SM (<= 113 KB shared,
 # <= 256 registers x 128 threads).
+# FP8 tiles are >= 32 tokens wide: the e4m3 P.V product needs K >= 32.
 CONFIGS = {False: [(64, 8, 2, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 3, 1)],
-           True: [(64, 8, 3, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 2, 1), (32, 8, 3, 1)]}
+           True: [(64, 4, 3, 2), (32, 4, 4, 2), (64, 8, 3, 1), (128, 8, 2, 1), (32, 8, 3, 1)]}
 _chosen: dict = {}
 
 
@@ -182,7 +211,7 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
         sm_scale * LOG2E, H, min_tokens, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
         v_cache.stride(0), v_cache.stride(1), block_tables.stride(0), *so,
         BS=BS, D=D, BLOCK_H=max(16, next_pow2(H)), BLOCK_N=block_n, DECODE=decode, K_SCALE=kmode,
-        V_SCALE=vmode, ONE_SPLIT=one, num_warps=warps, num_stages=stages)
+        V_SCALE=vmode, ONE_SPLIT=one, FP8=k_cache.dtype == FP8, num_warps=warps, num_stages=stages)
     if not one:
         block_d = min(D, 64)
         _merge_kernel[(R, H, D // block_d)](po, lse, out, splits, po.stride(0), po.stride(1), po.stride(2),
@@ -218,7 +247,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
     lens = seq_lens if row_seq is None else row_len
     kmode, ks = _scale_mode(k_scale, k_cache.shape[0])
     vmode, vs = _scale_mode(v_scale, k_cache.shape[0])
-    fp8 = k_cache.element_size() == 1
+    fp8 = k_cache.dtype == FP8
     args = (q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmode, lens, row_seq, tokens_per_split)
     if config is not None:
         return _launch(config, *args)
