@@ -17,8 +17,63 @@ import triton.language as tl
 
 from plugins._common import FP8, cdiv, next_pow2, sm_count
 from plugins.mfa import LOG2E, P_OFFSET
+from plugins.triton_kernels.timing import time_ms
 
 _P_OFFSET = tl.constexpr(P_OFFSET)
+
+
+@triton.jit
+def _fp8_tile(q, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row, ks_ptr, vs_ptr,
+              stride_kb, stride_kt, stride_vb, BS: tl.constexpr, D: tl.constexpr,
+              BLOCK_N: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
+              MASKED: tl.constexpr, IN_BLOCK: tl.constexpr):
+    """One BLOCK_N-token tile of the FP8 path: online-softmax update of (m_i, l_i, acc).
+
+    IN_BLOCK (BS % BLOCK_N == 0): the tile lies in one cache block, so its V^T rows are
+    BLOCK_N contiguous bytes (16-byte vector loads straight into shared memory); otherwise each
+    token's block is gathered. MASKED: the split's last, partial tile (tokens >= end masked);
+    full tiles load unmasked, so the V^T loads keep their width along the token dimension.
+    """
+    offs_d = tl.arange(0, D)
+    t = t0 + tl.arange(0, BLOCK_N)
+    t_ok = t < end
+    if IN_BLOCK:
+        blk = tl.load(bt_row + t0 // BS).to(tl.int64)
+        slot = tl.multiple_of(t0 % BS, BLOCK_N) + tl.arange(0, BLOCK_N)
+    else:
+        blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
+        slot = t % BS
+    k_rows = blk * stride_kb + slot * stride_kt  # [BLOCK_N]
+    v_cols = blk * stride_vb + slot  # [BLOCK_N]: token j, dim d of V^T at + d * BS
+    if MASKED:
+        k = tl.load(k_ptr + k_rows[:, None] + offs_d[None, :], mask=t_ok[:, None], other=0.0)
+        vt = tl.load(v_ptr + v_cols[None, :] + offs_d[:, None] * BS, mask=t_ok[None, :], other=0.0)
+    else:
+        k = tl.load(k_ptr + k_rows[:, None] + offs_d[None, :])
+        vt = tl.load(v_ptr + v_cols[None, :] + offs_d[:, None] * BS)  # [D, BLOCK_N]
+    s = tl.dot(q, tl.trans(k)) * row_scale[:, None]  # [BLOCK_H, BLOCK_N] float32, e4m3 operands
+    if K_SCALE == 2:
+        if IN_BLOCK:
+            s = s * tl.load(ks_ptr + blk)
+        else:
+            s = s * tl.load(ks_ptr + blk, mask=t_ok, other=0.0)[None, :]
+    if MASKED:
+        s = tl.where(t_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.math.ceil(tl.max(s, 1)) - _P_OFFSET)
+    alpha = tl.exp2(m_i - m_new)  # a whole power of two
+    p = tl.exp2(s - m_new[:, None])  # (0, 2^P_OFFSET]
+    if V_SCALE == 2:
+        if IN_BLOCK:
+            vs = tl.load(vs_ptr + blk)
+        else:
+            vs = tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot((p * vs).to(tl.float16), tl.trans(vt.to(tl.float16)))
+    else:
+        p8 = p.to(tl.float8e4nv)
+        l_i = l_i * alpha + tl.sum(p8.to(tl.float32), 1)
+        acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(vt))
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -43,7 +98,7 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     FP8 (e4m3 caches, plugins/mfa.py's FP8 numerics): q quantized per head row; QK^T and P.V
     as e4m3 tensor-core products (per-block V scales: P.V in fp16); the running max is an
     integer (minus P_OFFSET), so P's e4m3 rounding does not depend on tile or split bounds; V's
-    blocks are stored transposed ([D, BS] per block, stride_vt unused).
+    blocks are stored transposed ([D, BS] per block, stride_vt unused); see `_fp8_tile`.
     """
     r = tl.program_id(0)
     sp = tl.program_id(1)
@@ -62,53 +117,49 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     h_ok = offs_h < H
     q = tl.load(q_ptr + r.to(tl.int64) * stride_qr + offs_h[:, None] * stride_qh + offs_d[None, :],
                 mask=h_ok[:, None], other=0.0)
-    row_scale = tl.full([BLOCK_H], qk_scale, dtype=tl.float32)
-    if FP8:  # the fp8_quantize rule per head row (IEEE divisions, as the reference)
-        qf = q.to(tl.float32)
-        q_s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(qf), 1), 1e-12), 448.0)
-        q = tl.minimum(tl.maximum(tl.math.div_rn(qf, q_s[:, None]), -448.0), 448.0).to(tl.float8e4nv)
-        row_scale = q_s * qk_scale
     if K_SCALE == 1:
-        row_scale = row_scale * tl.load(ks_ptr)
+        k_scalar = tl.load(ks_ptr)
     if V_SCALE == 1:
         v_scalar = tl.load(vs_ptr)
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
     bt_row = bt_ptr + seq.to(tl.int64) * stride_bt
-    for t0 in range(start, end, BLOCK_N):
-        t = t0 + tl.arange(0, BLOCK_N)
-        t_ok = t < end
-        blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
-        slot = t % BS
-        k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        if FP8:
-            s = tl.dot(q, tl.trans(k))  # [BLOCK_H, BLOCK_N] float32, e4m3 operands
-        else:
-            s = tl.dot(q, tl.trans(k.to(q.dtype)))
-        s = s * row_scale[:, None]
-        if K_SCALE == 2:
-            s = s * tl.load(ks_ptr + blk, mask=t_ok, other=0.0)[None, :]
-        s = tl.where(t_ok[None, :], s, float("-inf"))
-        if FP8:
-            m_new = tl.maximum(m_i, tl.math.ceil(tl.max(s, 1)) - _P_OFFSET)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        if FP8:  # V^T block layout: token j, dim d at blk * stride_vb + d * BS + j % BS
-            v = tl.load(v_ptr + (blk * stride_vb + slot)[:, None] + offs_d[None, :] * BS,
+    if FP8:  # the fp8_quantize rule per head row (IEEE divisions, as the reference)
+        qf = q.to(tl.float32)
+        q_s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(qf), 1), 1e-12), 448.0)
+        q8 = tl.minimum(tl.maximum(tl.math.div_rn(qf, q_s[:, None]), -448.0), 448.0).to(tl.float8e4nv)
+        row_scale = q_s * qk_scale
+        if K_SCALE == 1:
+            row_scale = row_scale * k_scalar
+        full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
+        for t0 in range(start, full_end, BLOCK_N):
+            m_i, l_i, acc = _fp8_tile(q8, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row,
+                                      ks_ptr, vs_ptr, stride_kb, stride_kt, stride_vb, BS, D, BLOCK_N,
+                                      K_SCALE, V_SCALE, False, BS % BLOCK_N == 0)
+        if full_end < end:
+            m_i, l_i, acc = _fp8_tile(q8, row_scale, m_i, l_i, acc, full_end, end, k_ptr, v_ptr,
+                                      bt_row, ks_ptr, vs_ptr, stride_kb, stride_kt, stride_vb, BS, D,
+                                      BLOCK_N, K_SCALE, V_SCALE, True, BS % BLOCK_N == 0)
+    else:
+        for t0 in range(start, end, BLOCK_N):
+            t = t0 + tl.arange(0, BLOCK_N)
+            t_ok = t < end
+            blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
+            slot = t % BS
+            k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
                         mask=t_ok[:, None], other=0.0)
-            if V_SCALE == 2:
-                l_i = l_i * alpha + tl.sum(p, 1)
-                pv = (p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]).to(tl.float16)
-                acc = acc * alpha[:, None] + tl.dot(pv, v.to(tl.float16))
+            s = tl.dot(q, tl.trans(k.to(q.dtype)))  # [BLOCK_H, BLOCK_N] float32
+            if K_SCALE == 1:
+                s = s * (k_scalar * qk_scale)
+            elif K_SCALE == 2:
+                s = s * (tl.load(ks_ptr + blk, mask=t_ok, other=0.0) * qk_scale)[None, :]
             else:
-                p8 = p.to(tl.float8e4nv)
-                l_i = l_i * alpha + tl.sum(p8.to(tl.float32), 1)
-                acc = acc * alpha[:, None] + tl.dot(p8, v)
-        else:
+                s = s * qk_scale
+            s = tl.where(t_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
                         mask=t_ok[:, None], other=0.0)
@@ -117,7 +168,7 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
             elif V_SCALE == 2:
                 p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
             acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
+            m_i = m_new
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     if FP8 and V_SCALE == 1:
@@ -170,9 +221,10 @@ def pick_splits(rows: int, max_ctx: int, block_n: int, programs: int, min_tokens
 # (BLOCK_N, num_warps, num_stages, programs per SM). Offline sm_90 compiles (perf/kernels/
 # compile_report.py): none spills; the 4-warp ones fit two programs per SM (<= 113 KB shared,
 # <= 256 registers x 128 threads).
-# FP8 tiles are >= 32 tokens wide: the e4m3 P.V product needs K >= 32.
+# FP8 tiles are 32 or 64 tokens wide: the e4m3 P.V product needs K >= 32, and a tile inside one
+# 64-token cache block (the GPU configs' block size) reads V^T rows as contiguous vectors.
 CONFIGS = {False: [(64, 8, 2, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 3, 1)],
-           True: [(64, 4, 3, 2), (32, 4, 4, 2), (64, 8, 3, 1), (128, 8, 2, 1), (32, 8, 3, 1)]}
+           True: [(64, 8, 3, 1), (32, 8, 3, 1), (64, 8, 2, 1), (32, 4, 3, 2), (64, 4, 3, 2)]}
 _chosen: dict = {}
 
 
@@ -220,19 +272,6 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
     return out
 
 
-def _time_ms(fn, reps: int = 5) -> float:
-    """GPU milliseconds per fn(): a ~1 ms device sleep first lets the host queue every launch, so
-    host-side launch cost does not leak into the timing of small problems."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(2_000_000)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / reps
-
-
 def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scale, *, seq_lens=None,
                     row_seq=None, row_len=None, tokens_per_split=None, config=None):
     """q [R, H, D] -> out [R, H, D]. Decode: seq_lens [R]. Prefill: row_seq, row_len [R].
@@ -267,7 +306,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
             continue
         if not tune:
             return out
-        ms = _time_ms(lambda: _launch(cfg, *args))
+        ms = time_ms(lambda: _launch(cfg, *args))
         if ms < best_ms:
             best, best_ms = cfg, ms
     if best is None:
