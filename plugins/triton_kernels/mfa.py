@@ -33,6 +33,10 @@ def _fp8_tile(q, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row, ks_ptr
     BLOCK_N contiguous bytes (16-byte vector loads straight into shared memory); otherwise each
     token's block is gathered. MASKED: the split's last, partial tile (tokens >= end masked);
     full tiles load unmasked, so the V^T loads keep their width along the token dimension.
+    The e4m3 P.V product runs transposed, O^T += V^T P^T (acc [D, BLOCK_H]): both operands come
+    from shared memory (V^T as loaded, K-major; P^T stored by the program). The direct form
+    P V, with P as the register operand of the FP8 wgmma, gave wrong results on an H200
+    (Triton 3.6) where the same code was right in the interpreter and with 16 heads (mma.sync).
     """
     offs_d = tl.arange(0, D)
     t = t0 + tl.arange(0, BLOCK_N)
@@ -69,10 +73,10 @@ def _fp8_tile(q, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row, ks_ptr
             vs = tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot((p * vs).to(tl.float16), tl.trans(vt.to(tl.float16)))
-    else:
+    else:  # acc is O^T [D, BLOCK_H]: V^T (shared memory, K-major) x P^T, both e4m3
         p8 = p.to(tl.float8e4nv)
         l_i = l_i * alpha + tl.sum(p8.to(tl.float32), 1)
-        acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(vt))
+        acc = acc * alpha[None, :] + tl.dot(vt, tl.trans(p8))
     return m_new, l_i, acc
 
 
@@ -123,7 +127,10 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
         v_scalar = tl.load(vs_ptr)
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
+    if FP8 and V_SCALE != 2:
+        acc = tl.zeros([D, BLOCK_H], dtype=tl.float32)  # O^T (see _fp8_tile)
+    else:
+        acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
     bt_row = bt_ptr + seq.to(tl.int64) * stride_bt
     if FP8:  # the fp8_quantize rule per head row (IEEE divisions, as the reference)
         qf = q.to(tl.float32)
@@ -169,6 +176,8 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
                 p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
             acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
             m_i = m_new
+    if FP8 and V_SCALE != 2:
+        acc = tl.trans(acc)
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     if FP8 and V_SCALE == 1:
@@ -222,9 +231,10 @@ def pick_splits(rows: int, max_ctx: int, block_n: int, programs: int, min_tokens
 # compile_report.py): none spills; the 4-warp ones fit two programs per SM (<= 113 KB shared,
 # <= 256 registers x 128 threads).
 # FP8 tiles are 32 or 64 tokens wide: the e4m3 P.V product needs K >= 32, and a tile inside one
-# 64-token cache block (the GPU configs' block size) reads V^T rows as contiguous vectors.
+# 64-token cache block (the GPU configs' block size) reads V^T rows as contiguous vectors; 8 warps
+# (4-warp FP8 programs spill 1.4 KB: the [64, 256] float32 accumulator takes 128 registers each).
 CONFIGS = {False: [(64, 8, 2, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 3, 1)],
-           True: [(64, 8, 3, 1), (32, 8, 3, 1), (64, 8, 2, 1), (32, 4, 3, 2), (64, 4, 3, 2)]}
+           True: [(64, 8, 3, 1), (32, 8, 3, 1), (64, 8, 2, 1)]}
 _chosen: dict = {}
 
 
