@@ -2,7 +2,7 @@
 runtime's decode steps with and without CUDA graphs, and the AFD projection at the 50 ms TPOT
 SLA next to the paper's 4,039 tokens/s/GPU.
 
-    python perf/decode_report.py            # on an H100 or H200, about 4 minutes
+    python perf/decode_report.py [--skip-runtime]   # on an H100 or H200, a few minutes
 
 Runs, writing into --out (default perf/results/, names tagged with the GPU):
   1. perf/layers/bench_layers.py      -> layers_<gpu>.json, layers_<gpu>_{bf16,fp8}_afd.json

@@ -183,9 +183,9 @@ def _wscale(s, E, out):
 
 
 # (BM, num_warps, num_stages): the tuning candidates, first = the untuned default (one 8-warp
-# program per SM, 160 KB of FP8 buffers); 4-warp ones fit two programs per SM; BM < 64 runs
-# mma.sync instead of wgmma (fewer padding rows when an expert gets few tokens). Offline sm_90
-# compiles: perf/kernels/compile_report.py.
+# program per SM, 160 KB of FP8 buffers); BM < 64 runs mma.sync instead of wgmma (fewer padding
+# rows when an expert gets few tokens) and fits two 4-warp programs per SM (<= 108 KB shared).
+# Offline sm_90 compiles: perf/kernels/compile_report.py; measured picks: docs/plugins-perf.md.
 CONFIGS = [(64, 8, 4), (64, 8, 3), (64, 4, 3), (32, 4, 4), (16, 4, 4), (128, 8, 3)]
 _chosen: dict = {}
 
