@@ -1,7 +1,8 @@
 """`step3-trt convert`: stream a Step-3 checkpoint into per-role, per-rank role checkpoints.
 
 Output layout (appears atomically):
-    OUT/manifest.json, OUT/build_config.yaml, OUT/tokenizer/...
+    OUT/manifest.json, OUT/build_config.yaml, OUT/tokenizer/... (also the chat templates and
+    generation_config.json)
     OUT/attention/rank{i}/{config.json, *.safetensors}   (replicas share files via hard links)
     OUT/ffn/rank{j}/{config.json, *.safetensors}
 Peak memory is a few copies of the largest single block read (one source tensor, or one rank's
@@ -19,10 +20,13 @@ import yaml
 from tqdm import tqdm
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.chat.template import TEMPLATE_DIR as CHAT_TEMPLATE_DIR
+from step3_trt.chat.template import TEMPLATE_FILE as CHAT_TEMPLATE_FILE
 from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
 from step3_trt.checkpoint.writer import (PlannedTensor, StreamingShardWriter, atomic_directory,
                                          link_or_copy)
 from step3_trt.convert.plan import Piece, RankPlan, plan_conversion
+from step3_trt.generation_config import GENERATION_CONFIG_FILE
 from step3_trt.manifest import FORMAT_VERSION, ROLE_CHECKPOINT, TOKENIZER_FILES, write_json
 
 SHARD_BYTES = 4 * 1024**3
@@ -95,10 +99,12 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
                 "quantization": {"method": build.quantization, **(
                     reader.quant.to_config() if reader.quant else {})}, "source": source,
                 "build_config": {"name": build.name, "digest": build.digest()}})
-        (tmp / "tokenizer").mkdir()
-        for name in TOKENIZER_FILES:
+        (tmp / "tokenizer").mkdir()  # tokenizer, chat templates, generation config
+        for name in (*TOKENIZER_FILES, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE):
             if (reader.root / name).is_file():
                 shutil.copy2(reader.root / name, tmp / "tokenizer" / name)
+        if (reader.root / CHAT_TEMPLATE_DIR).is_dir():
+            shutil.copytree(reader.root / CHAT_TEMPLATE_DIR, tmp / "tokenizer" / CHAT_TEMPLATE_DIR)
         (tmp / "build_config.yaml").write_text(yaml.safe_dump(build.to_dict(), sort_keys=False))
         write_json(tmp / "manifest.json", {
             "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION, "source": source,
