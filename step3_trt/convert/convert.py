@@ -60,7 +60,7 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
     cfg = reader.config
     dtype = weight_dtype(build, reader)
     plans = plan_conversion(cfg, build, reader.quant)
-    stored = {s.name: s.dtype or dtype for s in reader.specs}  # FP8 weights and scales keep theirs
+    stored = {s.name: s.dtype or dtype for s in reader.specs}  # FP8 stays FP8, scales float32
     # Attention ranks are identical replicas: write the first, hard-link the others' shards.
     written = [p for p in plans if p.role == "ffn" or p.rank == 0]
     wanted: dict[str, list[tuple[RankPlan, Piece]]] = defaultdict(list)
