@@ -195,12 +195,19 @@ def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:
 
 
 def checkpoint_digest(reader: CheckpointReader) -> str:
-    """Identity of a checkpoint from its config and every tensor's name, dtype, shape and file
-    size: cheap (headers only) and changes whenever the weights' layout or files change."""
+    """Identity of a checkpoint from its config, every tensor's name, dtype, shape and file size,
+    and the files that travel with the tokenizer (tokenizer, chat template, generation config):
+    cheap (headers only) and changes whenever the weights' layout or those files change, so
+    engines built from an older copy of them are rebuilt."""
     import hashlib
+
+    from step3_trt.manifest import TOKENIZER_FILES
 
     h = hashlib.sha256((reader.root / "config.json").read_bytes())
     for name in sorted(reader.entries):
         e = reader.entries[name]
         h.update(f"{name}|{e.dtype}|{e.shape}|{e.file.name}|{e.file.stat().st_size}\n".encode())
+    for name in TOKENIZER_FILES:
+        if (reader.root / name).is_file():
+            h.update(name.encode() + b"\0" + (reader.root / name).read_bytes())
     return h.hexdigest()[:16]

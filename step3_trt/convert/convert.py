@@ -21,12 +21,10 @@ from tqdm import tqdm
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.chat.template import TEMPLATE_DIR as CHAT_TEMPLATE_DIR
-from step3_trt.chat.template import TEMPLATE_FILE as CHAT_TEMPLATE_FILE
 from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
 from step3_trt.checkpoint.writer import (PlannedTensor, StreamingShardWriter, atomic_directory,
                                          link_or_copy)
 from step3_trt.convert.plan import Piece, RankPlan, plan_conversion
-from step3_trt.generation_config import GENERATION_CONFIG_FILE
 from step3_trt.manifest import FORMAT_VERSION, ROLE_CHECKPOINT, TOKENIZER_FILES, write_json
 
 SHARD_BYTES = 4 * 1024**3
@@ -100,7 +98,7 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
                     reader.quant.to_config() if reader.quant else {})}, "source": source,
                 "build_config": {"name": build.name, "digest": build.digest()}})
         (tmp / "tokenizer").mkdir()  # tokenizer, chat templates, generation config
-        for name in (*TOKENIZER_FILES, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE):
+        for name in TOKENIZER_FILES:
             if (reader.root / name).is_file():
                 shutil.copy2(reader.root / name, tmp / "tokenizer" / name)
         if (reader.root / CHAT_TEMPLATE_DIR).is_dir():
