@@ -13,6 +13,7 @@ import torch
 from step3_trt.build_config import BuildConfig
 from step3_trt.config import Step3Config
 from step3_trt.convert.memory_plan import memory_plan
+from step3_trt.generation_config import GenerationConfig
 from step3_trt.manifest import ENGINES, read_manifest
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.block_manager import BlockManager
@@ -39,9 +40,10 @@ def max_seq_len(cfg: Step3Config, build: BuildConfig) -> int:
     return build.runtime.max_seq_len or cfg.max_position_embedding
 
 
-def eos_token_ids(cfg: Step3Config) -> tuple[int, ...]:
-    """The ids that end a sequence."""
-    return () if cfg.eos_token_id is None else (cfg.eos_token_id,)
+def eos_token_ids(engine_dir: Path, cfg: Step3Config) -> tuple[int, ...]:
+    """The ids that end a sequence: every EOS id of the release's files and the chat template's
+    end of turn (step3_trt/generation_config.py), read from the engines' tokenizer files."""
+    return GenerationConfig.from_dir(engine_dir, cfg).eos_token_ids
 
 
 def make_scheduler(cfg: Step3Config, build: BuildConfig, num_blocks: int,
@@ -86,7 +88,7 @@ class LocalRunner:
                 self.ffn.append(FfnExecutor(engine, GraphCache.for_engine(runtime, engine)))
         self.device = attention.device
         self.tokenizer = load_tokenizer(self.dir)
-        self.eos_token_ids = eos_token_ids(self.config)
+        self.eos_token_ids = eos_token_ids(self.dir, self.config)
 
     def core(self, eos: Collection[int] | None = None) -> EngineCore:
         """A fresh engine core over this runner's engines (its own scheduler; the KV cache

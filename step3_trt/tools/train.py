@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("heldout", "calib"):
         (args.data_dir / f"{name}.txt").write_text(texts[name], encoding="utf-8")
     tokenizer = train_bpe([d.text for d in splits.train], cfg.vocab_size)
-    ids = torch.tensor(tokenizer.tokenizer.encode(texts["train"]).ids, dtype=torch.int64)
+    ids = torch.tensor(tokenizer.encode(texts["train"], add_special_tokens=False),
+                       dtype=torch.int64)
     t_tok = time.monotonic() - t0
 
     model = Step3ForCausalLM(cfg)

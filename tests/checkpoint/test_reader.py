@@ -159,3 +159,18 @@ def test_layout_covers_every_parameter_of_the_reference_model():
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     assert layout == params
     assert isinstance(text_specs(CFG)[0], TensorSpec)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json",
+                                  "generation_config.json", "chat_template.jinja"])
+def test_digest_covers_the_files_that_travel_with_the_tokenizer(tmp_path, name):
+    """Engines are reused while the digest is unchanged: a new tokenizer, chat template or
+    generation config must change it, or engines would keep stale copies."""
+    from step3_trt.checkpoint.reader import checkpoint_digest
+
+    root = build(tmp_path)
+    before = checkpoint_digest(CheckpointReader(root))
+    assert checkpoint_digest(CheckpointReader(root)) == before
+    path = root / name
+    path.write_bytes((path.read_bytes() if path.is_file() else b"{}") + b" ")
+    assert checkpoint_digest(CheckpointReader(root)) != before

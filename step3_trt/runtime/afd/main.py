@@ -176,7 +176,7 @@ class Rank:
         engine = RankEngine(engines / self.me.dir, self.device, self.build.digest())
         executor = attention_executor(engines, self.build, engine)
         cfg = executor.config
-        eos = eos_token_ids(cfg)
+        eos = eos_token_ids(engines, cfg)
         scheduler = make_scheduler(cfg, self.build, executor.k_cache.shape[1], eos,
                                    load_tokenizer(engines))
         ffn = RemoteFfn(self.data, self.layout, cfg.hidden_size, executor.dtype)
