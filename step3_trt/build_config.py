@@ -77,6 +77,11 @@ class Runtime:
     micro_batches: int = 1  # decode micro-batches in flight under AFD
     max_seq_len: int | None = None  # prompt + output; None = the model's max_position_embedding
     cuda_graphs: bool = True  # CUDA engines: replay decode steps from per-layer CUDA graphs
+    # The AFD job's data plane: `mpi` (host buffers) or `torch` (torch.distributed point to
+    # point: gloo on CPU, NCCL on CUDA); `run/serve --transport` overrides it. The control
+    # channel of an mpiexec job is always MPI. (`inproc`, queues between threads, serves the
+    # unit tests; the in-process runner calls its FFN engines directly.)
+    transport: str = choice("mpi", "torch", default="mpi")
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,12 @@ def engines_2a2f(tiny_checkpoint, tmp_path_factory, graph_cache):
     """2 attention replicas + 2 expert-parallel FFN ranks, on the tiny checkpoint."""
     return make_engines(tiny_checkpoint, "tiny-cpu-2a2f.yaml", tmp_path_factory.mktemp("e22"),
                         graph_cache)
+
+
+@pytest.fixture(scope="session")
+def bundled_2a2f(tmp_path_factory, graph_cache):
+    """The bundled model's engines, 2 attention + 2 FFN ranks (text that reads as text)."""
+    from step3_trt.presets import DEFAULT_CHECKPOINT
+
+    return make_engines(DEFAULT_CHECKPOINT, "tiny-cpu-2a2f.yaml",
+                        tmp_path_factory.mktemp("bundled-2a2f"), graph_cache)[1]

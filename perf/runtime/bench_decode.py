@@ -30,7 +30,8 @@ from step3_trt.engine.build import build_engines  # noqa: E402
 from step3_trt.presets import DEFAULT_CHECKPOINT  # noqa: E402
 from step3_trt.runtime.block_manager import BlockManager  # noqa: E402
 from step3_trt.runtime.local import LocalRunner  # noqa: E402
-from step3_trt.runtime.scheduler import Chunk, Request  # noqa: E402
+from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Chunk  # noqa: E402
 from step3_trt.sampling import SamplingParams  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

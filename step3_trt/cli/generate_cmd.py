@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     src.add_argument("--prompt-ids", action="append", type=parse_ids,
                      help="prompt as comma-separated token ids, e.g. 1,2,3 (repeatable)")
     add_sampling_args(p)
+    add_request_args(p)
     p.add_argument("--dtype", default="auto", choices=["auto", *CHECKPOINT_DTYPES],
                    help="compute dtype (default: the checkpoint's)")
     p.add_argument("--json", action="store_true",
@@ -45,12 +46,37 @@ def add_sampling_args(p) -> None:
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
 
 
+def add_request_args(p) -> None:
+    p.add_argument("--stop", action="append", default=[],
+                   help="stop string (repeatable): generation ends once the text contains it")
+    p.add_argument("--bad-word", action="append", default=[], dest="bad_words",
+                   help="text whose tokens are never generated in sequence (repeatable; the "
+                        "TensorRT-LLM backend's bad_words)")
+    p.add_argument("--min-tokens", type=int, default=0,
+                   help="no end-of-sequence or stop token before this many output tokens (the "
+                        "TensorRT-LLM backend's min_length; default: 0)")
+
+
 def sampling_params(args):
     from step3_trt.sampling import SamplingParams
 
     return SamplingParams(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                          seed=args.seed)
+                          seed=args.seed, stop_strings=tuple(args.stop))
+
+
+def word_ids(tokenizer, words: list[str]) -> list[list[int]]:
+    """Each word's token ids as it would appear inside generated text (no BOS)."""
+    if words and tokenizer is None:
+        raise ValueError("bad words need the engines' tokenizer")
+    return [ids for w in words if (ids := tokenizer.tokenizer.encode(w, add_special_tokens=False).ids)]
+
+
+def request_options(args, tokenizer) -> tuple[list[list[int]], int]:
+    """(bad word token sequences, min_tokens) from the command line, checked."""
+    if args.min_tokens < 0:
+        raise ValueError(f"--min-tokens must be >= 0, got {args.min_tokens}")
+    return word_ids(tokenizer, args.bad_words), args.min_tokens
 
 
 def parse_ids(text: str) -> list[int]:
@@ -65,6 +91,7 @@ def parse_ids(text: str) -> list[int]:
 
 
 def run(args) -> int:
+    from step3_trt.runtime.request import completion_text
     from step3_trt.tokenizer import load_tokenizer
 
     params = sampling_params(args)
@@ -75,10 +102,10 @@ def run(args) -> int:
     if tokenizer is None and args.prompt:
         raise FileNotFoundError(f"{source} has no tokenizer.json; use --prompt-ids")
     prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
-    outputs = _run_engines(args, prompts, params) if args.engines else \
+    outputs = _run_engines(args, prompts, params, tokenizer) if args.engines else \
         _run_reference(args, prompts, params)
     for text_in, prompt, out in zip(args.prompt or [None] * len(prompts), prompts, outputs):
-        text = tokenizer.decode(out) if tokenizer else ""
+        text = completion_text(tokenizer.decode, out, params) if tokenizer else ""
         if args.json:
             print(json.dumps({"prompt_ids": prompt, "output_ids": out, "text": text}))
         else:
@@ -92,18 +119,27 @@ def _run_reference(args, prompts, params):
     from step3_trt.model.generate import generate
     from step3_trt.model.load import load_reference_model
 
+    if args.bad_words or args.min_tokens or args.stop:
+        raise ValueError("--stop, --bad-word and --min-tokens apply to --engines (the reference "
+                         "model's generate knows greedy/sampling and end-of-sequence only)")
     reader = CheckpointReader(args.checkpoint or DEFAULT_CHECKPOINT)
     model = load_reference_model(reader, dtype=args.dtype)
     stops = GenerationConfig.from_dir(reader.root, reader.config)  # every EOS id, and <|EOT|>
     return generate(model, prompts, stops.with_stops(params))
 
 
-def _run_engines(args, prompts, params):
-    from step3_trt.generation_config import GenerationConfig
+def _run_engines(args, prompts, params, tokenizer):
     from step3_trt.runtime.local import LocalRunner
+    from step3_trt.runtime.request import Request
 
     if args.dtype != "auto":
         raise ValueError("--dtype applies to --checkpoint; engines run in their built dtypes")
+    bad_words, min_tokens = request_options(args, tokenizer)
     runner = LocalRunner(args.engines, device=args.device)
-    stops = GenerationConfig.from_dir(args.engines, runner.config)  # every EOS id, and <|EOT|>
-    return runner.generate(prompts, stops.with_stops(params))
+    requests = [Request(i, p, params, bad_words=bad_words, min_tokens=min_tokens)
+                for i, p in enumerate(prompts)]
+    done = runner.run(requests)
+    failed = [f"prompt {r.request_id}: {r.error}" for r in done if r.error is not None]
+    if failed:
+        raise RuntimeError("; ".join(failed))
+    return [r.output for r in done]

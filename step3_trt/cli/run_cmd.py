@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
-from step3_trt.cli.generate_cmd import add_sampling_args, parse_ids, sampling_params
+from step3_trt.cli.generate_cmd import add_request_args, add_sampling_args, parse_ids, \
+    request_options, sampling_params, word_ids
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="generate with an AFD job (attention + FFN ranks over MPI)",
                        description="Launch the engines' attention ranks and FFN ranks (plus a "
-                                   "coordinator) with mpiexec. Each layer, attention ranks send "
-                                   "normalized hidden states and routing to the FFN ranks and sum "
-                                   "their partial outputs, several micro-batches in flight. "
-                                   "Prints the same JSON lines as `generate`.")
+                                   "coordinator) with mpiexec and send them the prompts, as a "
+                                   "client of the job like the Triton backend is. Each layer, "
+                                   "attention ranks send normalized hidden states and routing to "
+                                   "the FFN ranks and sum their partial outputs, several "
+                                   "micro-batches in flight. Prints the same lines as `generate`.")
     p.add_argument("--engines", type=Path, required=True, help="engine directory from `build`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
@@ -24,15 +25,21 @@ def add_parser(sub) -> None:
     src.add_argument("--prompts-file", type=Path,
                      help="JSONL, one request per line: {\"prompt\": TEXT | \"prompt_ids\": [...], "
                           "\"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", "
-                          "\"greedy\", \"stop\": [...], \"arrival_s\"} (per-request sampling and "
-                          "arrival time)")
+                          "\"greedy\", \"stop\": [...], \"bad_words\": [...], \"min_tokens\", "
+                          "\"arrival_s\"} (per-request sampling and arrival time)")
     add_sampling_args(p)
-    p.add_argument("--stop", action="append", default=[],
-                   help="stop string (repeatable): generation ends once the text contains it")
+    add_request_args(p)
+    p.add_argument("--transport", choices=["mpi", "torch"], default=None,
+                   help="data plane between attention and FFN ranks: mpi (host buffers) or torch "
+                        "(torch.distributed: gloo on CPU, NCCL on CUDA); default: the build "
+                        "config's runtime.transport")
     p.add_argument("--micro-batches", type=int, default=None,
-                   help="decode micro-batches in flight (default: the build config's)")
+                   help="micro-batches per step (default: the build config's)")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds any rank waits for a peer before failing the job (default: 60)")
+    p.add_argument("--hostfile", type=Path, default=None,
+                   help="mpiexec --hostfile: run the ranks on these hosts (default: this machine)")
+    p.add_argument("--host", default=None, help="mpiexec --host, e.g. a:4,b:4")
     p.add_argument("--trace", type=Path, default=None,
                    help="write a Chrome-trace timeline of every rank to this file")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
@@ -44,39 +51,48 @@ def add_parser(sub) -> None:
 
 
 def read_requests(args, tokenizer):
-    from step3_trt.runtime.afd.coordinator import JobRequest
+    from step3_trt.runtime.afd.launch import JobRequest
     from step3_trt.sampling import SamplingParams
 
-    default = dataclasses.replace(sampling_params(args), stop_strings=tuple(args.stop))
+    default = sampling_params(args)
+    bad_words, min_tokens = request_options(args, tokenizer)
     if not args.prompts_file:
         prompts = args.prompt_ids or [tokenizer.encode(t) for t in args.prompt]
-        return [JobRequest(i, p, default) for i, p in enumerate(prompts)]
+        return [JobRequest(i, p, default, bad_words=bad_words, min_tokens=min_tokens)
+                for i, p in enumerate(prompts)]
     requests = []
     for i, line in enumerate(args.prompts_file.read_text().splitlines()):
         if not line.strip():
             continue
+        where = f"{args.prompts_file}:{i + 1}"
         try:
             r = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{args.prompts_file}:{i + 1}: not valid JSON: {e}") from None
-        if ("prompt" in r) == ("prompt_ids" in r):
-            raise ValueError(f"{args.prompts_file}:{i + 1}: give exactly one of prompt, prompt_ids")
+            raise ValueError(f"{where}: not valid JSON: {e}") from None
+        if not isinstance(r, dict) or ("prompt" in r) == ("prompt_ids" in r):
+            raise ValueError(f"{where}: give exactly one of prompt, prompt_ids")
         ids = r["prompt_ids"] if "prompt_ids" in r else tokenizer.encode(r["prompt"])
-        params = SamplingParams(
-            max_new_tokens=r.get("max_tokens", default.max_new_tokens),
-            greedy=r.get("greedy", default.greedy),
-            temperature=r.get("temperature", default.temperature),
-            top_k=r.get("top_k", default.top_k), top_p=r.get("top_p", default.top_p),
-            seed=r.get("seed", default.seed),
-            stop_strings=tuple(r.get("stop", default.stop_strings)))
-        requests.append(JobRequest(len(requests), ids, params, float(r.get("arrival_s", 0.0))))
+        try:
+            params = SamplingParams(
+                max_new_tokens=r.get("max_tokens", default.max_new_tokens),
+                greedy=r.get("greedy", default.greedy),
+                temperature=r.get("temperature", default.temperature),
+                top_k=r.get("top_k", default.top_k), top_p=r.get("top_p", default.top_p),
+                seed=r.get("seed", default.seed),
+                stop_strings=tuple(r.get("stop", default.stop_strings)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        words = word_ids(tokenizer, r["bad_words"]) if "bad_words" in r \
+            else bad_words
+        requests.append(JobRequest(len(requests), ids, params, float(r.get("arrival_s", 0.0)),
+                                   words, int(r.get("min_tokens", min_tokens))))
     if not requests:
         raise ValueError(f"{args.prompts_file} has no requests")
     return requests
 
 
 def run(args) -> int:
-    from step3_trt.runtime.afd.launch import run_job
+    from step3_trt.runtime.afd.launch import Hosts, run_job
     from step3_trt.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(args.engines)
@@ -93,6 +109,7 @@ def run(args) -> int:
         else:
             print(next(prompts, "") + result["text"], flush=True)
 
-    return run_job(args.engines, requests, timeout=args.timeout, micro_batches=args.micro_batches,
-                   device=args.device, trace_file=args.trace, run_dir=args.run_dir,
-                   on_result=show)
+    return run_job(args.engines, requests, transport=args.transport, timeout=args.timeout,
+                   micro_batches=args.micro_batches, device=args.device, trace_file=args.trace,
+                   run_dir=args.run_dir, tokenizer=tokenizer,
+                   hosts=Hosts(args.hostfile, args.host), on_result=show)

@@ -19,6 +19,7 @@ class StepBatch:
     cu_seqlens_q: torch.Tensor  # [S + 1] int32
     last_index: torch.Tensor  # [n] int64: each real sequence's last new token in the flat layout
     is_decode: bool  # every sequence has exactly one new token
+    graphed: bool = False  # padded to a CUDA-graph bucket: engine calls replay graphs
 
     @property
     def num_tokens(self) -> int:
@@ -31,7 +32,8 @@ class StepBatch:
 
 
 def make_batch(chunks: list[Chunk], block_tables: list[list[int]], device: torch.device | str,
-               rows: int | None = None, table_width: int | None = None) -> StepBatch:
+               rows: int | None = None, table_width: int | None = None,
+               graphed: bool = False) -> StepBatch:
     """The step's tensors. `rows` > len(chunks) appends padding sequences (one token each, at
     position 0, length 0, KV slot -1: attention skips them, their outputs are 0 and unused);
     `table_width` pads the block tables to that many columns. CUDA graphs use both to give
@@ -69,4 +71,4 @@ def make_batch(chunks: list[Chunk], block_tables: list[list[int]], device: torch
         slot_mapping=as_tensor(slots, torch.int64), block_tables=tables.to(device),
         seq_lens=as_tensor(lens, torch.int32), cu_seqlens_q=as_tensor(cu, torch.int32),
         last_index=as_tensor(last, torch.int64),
-        is_decode=all(len(c.tokens) == 1 for c in chunks))
+        is_decode=all(len(c.tokens) == 1 for c in chunks), graphed=graphed)

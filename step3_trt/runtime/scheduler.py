@@ -8,39 +8,12 @@ its last token gets a next token sampled from that position's logits.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from step3_trt.runtime.block_manager import BlockManager
-from step3_trt.sampling import SamplingParams, stop_string_hit
-
-
-class Status(enum.Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    FINISHED = "finished"
-
-
-@dataclass
-class Request:
-    request_id: int
-    prompt: list[int]
-    params: SamplingParams
-    output: list[int] = field(default_factory=list)
-    status: Status = Status.WAITING
-    num_computed: int = 0
-    finish_reason: str | None = None  # "stop" or "length"
-    preemptions: int = 0
-
-    @property
-    def tokens(self) -> list[int]:
-        return self.prompt + self.output
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prompt) + len(self.output)
+from step3_trt.runtime.request import Request, Status
 
 
 @dataclass(frozen=True)
@@ -60,10 +33,10 @@ class SchedulerConfig:
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, config: SchedulerConfig, max_seq_len: int,
-                 eos_token_id: int | None = None,
+                 eos_token_ids: Collection[int] = (),
                  detokenize: Callable[[list[int]], str] | None = None):
         self.blocks, self.config = blocks, config
-        self.max_seq_len, self.eos_token_id = max_seq_len, eos_token_id
+        self.max_seq_len, self.eos_token_ids = max_seq_len, frozenset(eos_token_ids)
         self.detokenize = detokenize  # for stop strings
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order (oldest first)
@@ -136,25 +109,19 @@ class Scheduler:
         self.waiting.appendleft(req)
 
     def finish_step(self, chunks: list[Chunk], sampled: dict[int, int]) -> list[Request]:
-        """Record a step's results (`sampled`: request id -> token, for chunks that sample).
-        Returns the requests that finished."""
+        """Record a step's results (`sampled`: request id -> token, for chunks that sample;
+        a sampling chunk without a token has failed and was retired already). Returns the
+        requests that finished."""
         done = []
         for chunk in chunks:
             req = chunk.request
             if req.status is not Status.RUNNING:
                 continue
             req.num_computed = chunk.start + len(chunk.tokens)
-            if not chunk.samples:
+            if not chunk.samples or req.request_id not in sampled:
                 continue
-            token = sampled[req.request_id]
-            req.output.append(token)
-            if token == self.eos_token_id or token in req.params.stop_token_ids:
-                req.finish_reason = "stop"
-            elif req.params.stop_strings and \
-                    stop_string_hit(self.detokenize(req.output), req.params) is not None:
-                req.finish_reason = "stop"
-            elif len(req.output) >= req.params.max_new_tokens:
-                req.finish_reason = "length"
+            req.output.append(sampled[req.request_id])
+            req.finish_reason = req.stop_reason(self.eos_token_ids, self.detokenize)
             if req.finish_reason:
                 self.finish(req)
                 done.append(req)

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 from typing import Protocol
 
-from step3_trt.runtime.afd.messages import params_to_dict
+from step3_trt.runtime import messages
 from step3_trt.serve.request import GenerationRequest
 
 CANCEL_POLL_S = 0.05
@@ -77,10 +77,9 @@ class Connection:
 
 
 def request_payload(rid: int, request: GenerationRequest) -> bytes:
-    return json.dumps({"type": "request", "id": rid, "prompt_ids": request.prompt_ids,
-                       "params": params_to_dict(request.params), "stream": request.stream,
-                       "bad_words": request.bad_words,
-                       "min_tokens": request.min_tokens}).encode()
+    return messages.encode(messages.Submit(rid, request.prompt_ids, request.params,
+                                           request.stream, request.bad_words,
+                                           request.min_tokens))
 
 
 class JobClient:

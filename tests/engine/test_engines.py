@@ -9,13 +9,15 @@ import torch
 from step3_trt.build_config import BuildConfig
 from step3_trt.checkpoint.reader import CheckpointReader
 from step3_trt.engine.build import build_engines
+from step3_trt.generation_config import GenerationConfig
 from step3_trt.manifest import ArtifactError
 from step3_trt.model.generate import generate
 from step3_trt.model.load import load_reference_model
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.engine import RankEngine
 from step3_trt.runtime.local import LocalRunner
-from step3_trt.runtime.scheduler import Chunk, Request
+from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Chunk
 from step3_trt.sampling import SamplingParams
 from tests.conftest import REPO
 
@@ -38,7 +40,9 @@ def test_greedy_tokens_match_the_reference_for_32_steps(case):
     runner = LocalRunner(engines)
     prompts = random_prompts(model.config.vocab_size, (1, 7, 16, 17, 40), seed=3)
     greedy = SamplingParams(max_new_tokens=32, greedy=True)
-    assert runner.generate(prompts, greedy) == generate(model, prompts, greedy)
+    # the runner stops at the release's end-of-sequence ids, as the reference does when told them
+    stops = GenerationConfig.from_dir(checkpoint, model.config)
+    assert runner.generate(prompts, greedy) == generate(model, prompts, stops.with_stops(greedy))
 
 
 def test_prefill_and_decode_logits_match_the_reference(case):

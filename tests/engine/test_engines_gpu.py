@@ -7,14 +7,16 @@ import torch
 
 from step3_trt.build_config import BuildConfig
 from step3_trt.checkpoint.reader import CheckpointReader
+from step3_trt.generation_config import GenerationConfig
 from step3_trt.model.generate import generate
 from step3_trt.model.load import load_reference_model
+from step3_trt.presets import DEFAULT_CHECKPOINT
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.block_manager import BlockManager
 from step3_trt.runtime.local import LocalRunner
-from step3_trt.runtime.scheduler import Chunk, Request
+from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Chunk
 from step3_trt.sampling import SamplingParams
-from step3_trt.presets import DEFAULT_CHECKPOINT
 from tests.conftest import REPO, make_engines
 
 pytestmark = pytest.mark.gpu
@@ -48,14 +50,15 @@ def cuda_engines(tiny_checkpoint, tmp_path_factory, graph_cache):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cuda_engines_match_the_reference(cuda_engines, reference, dtype):
+def test_cuda_engines_match_the_reference(cuda_engines, reference, dtype, tiny_checkpoint):
     runner = LocalRunner(cuda_engines(dtype), cuda_graphs=False)
     assert runner.attention.engine.has("attn_decode")  # the split-KV decode kernel's graph
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(0, 300, (n,), generator=g).tolist() for n in (1, 9, 17, 40)]
     params = SamplingParams(max_new_tokens=32, greedy=True)
     got = runner.generate(prompts, params)
-    want = generate(reference, prompts, params)
+    stops = GenerationConfig.from_dir(tiny_checkpoint, reference.config)
+    want = generate(reference, prompts, stops.with_stops(params))
     if dtype == "float32":  # same math in fp32 (no TF32): identical greedy tokens
         assert got == want
     # prefill logits against the float32 reference: bf16 rounding gives 1-3e-2 (see

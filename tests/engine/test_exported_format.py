@@ -8,6 +8,7 @@ import torch
 
 from step3_trt.build_config import BuildConfig
 from step3_trt.checkpoint.reader import CheckpointReader
+from step3_trt.generation_config import GenerationConfig
 from step3_trt.model.generate import generate
 from step3_trt.model.load import load_reference_model
 from step3_trt.runtime.local import LocalRunner
@@ -36,4 +37,6 @@ def test_exported_engines_give_the_reference_tokens(odd_checkpoint, tmp_path, gr
     prompts = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist()
                for n in (3, 21)]
     greedy = SamplingParams(max_new_tokens=12, greedy=True)
-    assert LocalRunner(engines).generate(prompts, greedy) == generate(model, prompts, greedy)
+    stops = GenerationConfig.from_dir(odd_checkpoint, model.config)
+    want = generate(model, prompts, stops.with_stops(greedy))
+    assert LocalRunner(engines).generate(prompts, greedy) == want

@@ -4,7 +4,8 @@ import pytest
 
 from step3_trt.runtime.batch import make_batch
 from step3_trt.runtime.cuda_graphs import batch_buckets
-from step3_trt.runtime.scheduler import Chunk, Request
+from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Chunk
 from step3_trt.sampling import SamplingParams
 
 

@@ -6,7 +6,8 @@ import random
 import pytest
 
 from step3_trt.runtime.block_manager import BlockManager
-from step3_trt.runtime.scheduler import Request, Scheduler, SchedulerConfig, Status
+from step3_trt.runtime.request import Request, Status
+from step3_trt.runtime.scheduler import Scheduler, SchedulerConfig
 from step3_trt.sampling import SamplingParams
 
 
@@ -85,7 +86,7 @@ def test_stop_tokens_and_eos():
     gold = expected(prompt, 10)
     r1 = Request(1, prompt, SamplingParams(max_new_tokens=10, greedy=True,
                                            stop_token_ids=(gold[3],)))
-    sched = Scheduler(BlockManager(20, 4), SchedulerConfig(), 64, eos_token_id=gold[5])
+    sched = Scheduler(BlockManager(20, 4), SchedulerConfig(), 64, eos_token_ids=[gold[5]])
     r2 = Request(2, prompt, SamplingParams(max_new_tokens=10, greedy=True))
     run(sched, [r1, r2])
     assert r1.output == gold[:gold.index(gold[3]) + 1] and r1.finish_reason == "stop"

@@ -1,89 +1,155 @@
-"""The coordinator (MPI rank 0): releases requests at their arrival times to the least-loaded
-attention rank, watches that busy attention ranks keep making progress, and writes results in
-request order as JSON lines."""
+"""The coordinator (MPI rank 0): the job's entry point. Clients (the Triton backend, `step3-trt
+run`) connect to its ZeroMQ endpoint; their requests go to the least-loaded attention rank,
+token deltas, results and errors go back to the client that asked, cancels reach the owning
+rank (which frees the request's KV blocks), and every client that said hello gets a heartbeat
+with each attention rank's occupancy, so it notices a dead job without waiting on a request.
+
+Every client message is decoded and validated (runtime/messages.py) before anything acts on it:
+a malformed one is answered with an error and changes nothing else.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-from step3_trt.runtime.afd.dispatch import Dispatcher, wait_ready
-from step3_trt.runtime.afd.layout import JobLayout
-from step3_trt.runtime.afd.messages import request_message
-from step3_trt.runtime.afd.transport import Transport
-from step3_trt.sampling import SamplingParams, stop_string_hit
-from step3_trt.tokenizer import Step3Tokenizer
+from step3_trt.runtime import messages
+from step3_trt.runtime.afd.dispatch import Dispatcher
+from step3_trt.runtime.afd.frontend import Frontend
+from step3_trt.runtime.messages import (Cancel, ErrorReply, Heartbeat, Hello, MessageError, Result,
+                                        Shutdown, Status, StepReport, Submit, Update)
+from step3_trt.runtime.ranks import JobLayout, RankId
+from step3_trt.runtime.transport.base import ControlChannel
+
+HEARTBEAT_S = 0.5
+DRAIN_S = 30.0  # at shutdown: how long to wait for cancelled requests to be reported
+FAST_POLL_MS = 1  # with requests in flight: how long to wait on clients between rank polls
+CLIENT_MESSAGES = (Hello, Submit, Cancel, Shutdown)
 
 
-@dataclass
-class JobRequest:
-    id: int
-    prompt_ids: list[int]
-    params: SamplingParams
-    arrival_s: float = 0.0
+@dataclass(frozen=True)
+class Route:
+    client: bytes
+    client_id: int
 
 
 class Coordinator:
-    def __init__(self, requests: list[JobRequest], layout: JobLayout, transport: Transport,
-                 tokenizer: Step3Tokenizer | None, timeout_s: float, out=sys.stdout,
-                 stats_file: Path | None = None):
-        self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
-        self.layout, self.transport, self.tokenizer = layout, transport, tokenizer
-        self.timeout_s, self.out, self.stats_file = timeout_s, out, stats_file
-        self.results: dict[int, dict] = {}
-        self._next_to_print = 0
-        self._order = [r.id for r in sorted(requests, key=lambda r: r.id)]
-        self._prompts = {r.id: r.prompt_ids for r in requests}
-        self._params = {r.id: r.params for r in requests}
-
-    def wait_ready(self, startup_timeout_s: float) -> None:
-        wait_ready(self.layout, self.transport, startup_timeout_s)
+    def __init__(self, layout: JobLayout, control: ControlChannel, timeout_s: float,
+                 frontend: Frontend):
+        self.layout, self.frontend = layout, frontend
+        self.dispatch = Dispatcher(layout, control, timeout_s)
+        self.routes: dict[int, Route] = {}  # job request id -> who asked
+        self.job_ids: dict[Route, int] = {}
+        self.served_by: dict[int, RankId] = {}
+        self.clients: set[bytes] = set()
+        self._next_id = 0
 
     def run(self) -> None:
-        start = time.monotonic()
-        queue = list(self.requests)
-        dispatch = Dispatcher(self.layout, self.transport, self.timeout_s)
-        while len(self.results) < len(self.requests):
-            while queue and queue[0].arrival_s <= time.monotonic() - start:
-                req = queue.pop(0)
-                dispatch.submit(request_message(req.id, req.prompt_ids, req.params))
-            got = dispatch.poll()
-            if got is None:
-                dispatch.check_progress()
-                time.sleep(1e-3)
-                continue
-            for result in got[0].get("finished", []):
-                self.results[result["id"]] = result
-            self._flush()
-        dispatch.shutdown()
-        if self.stats_file is not None:
-            stats = {rid: {"served_by": self.layout.name(dispatch.served_by[rid]),
-                           **{k: v for k, v in r.items() if k not in ("id", "output_ids")}}
-                     for rid, r in sorted(self.results.items())}
-            self.stats_file.write_text(json.dumps({"requests": stats}, indent=1))
+        """Serve until a client sends shutdown; then cancel what is in flight and stop."""
+        stopping, last_beat = False, 0.0
+        while not stopping:
+            busy = False
+            while (got := self.dispatch.poll()) is not None:
+                self._forward(*got)
+                busy = True
+            wait_ms = 0 if busy else self._wait_ms(last_beat)
+            for client, payload in self.frontend.poll(timeout_ms=wait_ms):
+                stopping |= self._handle(client, payload)
+            if time.monotonic() - last_beat > HEARTBEAT_S:
+                self._heartbeat()
+                last_beat = time.monotonic()
+            self.dispatch.check_progress()
+        self._drain()
+        self.dispatch.shutdown()
 
-    def _text(self, rid: int, output_ids: list[int]) -> str:
-        if self.tokenizer is None:
-            return ""
-        text = self.tokenizer.decode(output_ids)
-        cut = stop_string_hit(text, self._params[rid])
-        return text if cut is None else text[:cut]  # the stop string itself is not returned
+    def _wait_ms(self, last_beat: float) -> int:
+        """How long to block on the clients' socket when no step report is waiting: briefly
+        while requests are in flight (their reports come over MPI, which cannot wake us), else
+        until the next heartbeat is due, since a rank reports only on what we send it: an idle
+        coordinator sleeps, and a new request still wakes it at once."""
+        if self.dispatch.in_flight:
+            return FAST_POLL_MS
+        return max(1, int(1000 * (last_beat + HEARTBEAT_S - time.monotonic())) + 1)
 
-    def _flush(self) -> None:
-        """Print finished results in request order (a result waits for the ones before it)."""
-        while self._next_to_print < len(self._order) and \
-                self._order[self._next_to_print] in self.results:
-            rid = self._order[self._next_to_print]
-            r = self.results[rid]
-            line = {"prompt_ids": self._prompts[rid]}
-            if "error" in r:
-                line["error"] = r["error"]
+    def _handle(self, client: bytes, payload: bytes) -> bool:
+        """One client message; True if it asks the job to shut down."""
+        try:
+            msg = messages.decode(payload, expect=CLIENT_MESSAGES)
+        except MessageError as e:
+            self._refuse(client, payload, str(e))
+            return False
+        if isinstance(msg, Hello):
+            self.clients.add(client)
+            self.frontend.send(client, Status(True, self.layout.attention, self.layout.ffn))
+        elif isinstance(msg, Submit):
+            self._submit(client, msg)
+        elif isinstance(msg, Cancel):
+            job_id = self.job_ids.get(Route(client, msg.id))
+            if job_id is not None:
+                self.dispatch.cancel(job_id)
+        return isinstance(msg, Shutdown)
+
+    def _refuse(self, client: bytes, payload: bytes, error: str) -> None:
+        """A message that did not decode: a request whose id can be read fails with the error
+        (the client is waiting on it); anything else gets an error reply."""
+        try:
+            raw = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        rid = raw.get("id") if isinstance(raw, dict) and raw.get("type") == "request" else None
+        if isinstance(rid, int) and not isinstance(rid, bool) and \
+                Route(client, rid) not in self.job_ids:
+            self._finish(Route(client, rid), Result(rid, error=f"bad request message: {error}"))
+        else:
+            self.frontend.send(client, ErrorReply(error, rid if isinstance(rid, int) else None))
+
+    def _submit(self, client: bytes, msg: Submit) -> None:
+        route = Route(client, msg.id)
+        if route in self.job_ids:
+            self._finish(route, Result(msg.id, error=f"request id {msg.id} is already in flight"))
+            return
+        job_id, self._next_id = self._next_id, self._next_id + 1
+        self.routes[job_id] = route
+        self.job_ids[route] = job_id
+        self.served_by[job_id] = self.dispatch.submit(replace(msg, id=job_id))
+
+    def _finish(self, route: Route, result: Result) -> None:
+        self.frontend.send(route.client, Update([], [replace(result, id=route.client_id)]))
+
+    def _forward(self, report: StepReport, source: RankId) -> None:
+        """One attention rank's step report, split per client, ids mapped back."""
+        updates: dict[bytes, Update] = {}
+
+        def update(route: Route) -> Update:
+            return updates.setdefault(route.client, Update([], []))
+
+        for job_id, tokens in report.tokens:
+            if (route := self.routes.get(job_id)) is not None:
+                update(route).tokens.append((route.client_id, tokens))
+        for result in report.finished:
+            route = self.routes.pop(result.id, None)
+            if route is not None:
+                del self.job_ids[route]
+                served_by = self.layout.name(self.served_by.pop(result.id, source))
+                update(route).finished.append(replace(result, id=route.client_id,
+                                                      served_by=served_by))
+        for client, msg in updates.items():
+            self.frontend.send(client, msg)
+
+    def _heartbeat(self) -> None:
+        stats = {self.layout.name(rank): s for rank, s in
+                 sorted(self.dispatch.stats.items(), key=lambda kv: kv[0].index)}
+        for client in self.clients:
+            self.frontend.send(client, Heartbeat(stats, self.dispatch.in_flight))
+
+    def _drain(self) -> None:
+        """Cancel every request in flight and wait (bounded) until the ranks report them."""
+        for job_id in list(self.routes):
+            self.dispatch.cancel(job_id)
+        deadline = time.monotonic() + DRAIN_S
+        while self.dispatch.in_flight and time.monotonic() < deadline:
+            if (got := self.dispatch.poll()) is not None:
+                self._forward(*got)
             else:
-                line["output_ids"] = r["output_ids"]
-                line["text"] = self._text(rid, r["output_ids"])
-            self.out.write(json.dumps(line) + "\n")
-            self.out.flush()
-            self._next_to_print += 1
+                time.sleep(1e-3)

@@ -1,44 +1,48 @@
 """The coordinator's side of the attention ranks: least-loaded dispatch, cancellation routed to
-the owning rank, step reports, and a watchdog on busy ranks. Shared by the offline coordinator
-(a fixed request list) and the serving coordinator (requests from Triton)."""
+the owning rank, step reports, and a watchdog on busy ranks."""
 
 from __future__ import annotations
 
 import time
 
-from step3_trt.runtime.afd.layout import JobLayout
-from step3_trt.runtime.afd.messages import cancel_message
-from step3_trt.runtime.afd.transport import AfdError, Transport
+from step3_trt.runtime.afd.stalls import StallWatch
+from step3_trt.runtime.messages import Begin, Cancel, RankStats, Ready, Shutdown, Stalled, StepReport, \
+    Submit
+from step3_trt.runtime.ranks import JobLayout, RankId
+from step3_trt.runtime.transport.base import AfdError, ControlChannel, Deadline
 
 
-def wait_ready(layout: JobLayout, transport: Transport, startup_timeout_s: float) -> None:
-    """Every worker reports once its engines are loaded; the clock starts after that."""
-    waiting = set(layout.attention_ranks + layout.ffn_ranks)
+def wait_ready(layout: JobLayout, control: ControlChannel, startup_timeout_s: float) -> None:
+    """Every worker reports once its engines are loaded; then all are told to begin, so no
+    wait between workers starts while one is still loading."""
+    waiting = set(layout.workers)
+    deadline = Deadline.after(startup_timeout_s)
     while waiting:
-        msg, source = transport.recv_json(timeout_s=startup_timeout_s)
-        if msg["type"] != "ready":
-            raise AfdError(f"{layout.name(source)} sent {msg['type']!r} before 'ready'")
+        msg, source = control.recv_message(None, "ready report", deadline)
+        if not isinstance(msg, Ready):
+            raise AfdError(f"{layout.name(source)} sent {msg.TYPE!r} before 'ready'")
         waiting.discard(source)
+    for worker in layout.workers:
+        control.send_message(Begin(), worker)
 
 
 class Dispatcher:
-    def __init__(self, layout: JobLayout, transport: Transport, timeout_s: float):
-        self.layout, self.transport, self.timeout_s = layout, transport, timeout_s
+    def __init__(self, layout: JobLayout, control: ControlChannel, timeout_s: float):
+        self.layout, self.control, self.timeout_s = layout, control, timeout_s
         self.load = {a: 0 for a in layout.attention_ranks}
         self.last_heard = {a: time.monotonic() for a in self.load}
-        self.owner: dict[int, int] = {}  # in-flight job request id -> attention rank
-        self.served_by: dict[int, int] = {}
-        self.stats: dict[int, dict] = {}  # latest scheduler/KV occupancy per attention rank
+        self.owner: dict[int, RankId] = {}  # in-flight job request id -> attention rank
+        self.stats: dict[RankId, RankStats] = {}  # latest occupancy per attention rank
+        self.stalls = StallWatch(layout, timeout_s)
 
-    def submit(self, msg: dict) -> int:
-        """Send a `request` message to the least-loaded attention rank; returns that rank."""
-        target = min(self.load, key=lambda a: (self.load[a], a))
+    def submit(self, msg: Submit) -> RankId:
+        """Send a request to the least-loaded attention rank; returns that rank."""
+        target = min(self.load, key=lambda a: (self.load[a], a.index))
         if self.load[target] == 0:
             self.last_heard[target] = time.monotonic()
         self.load[target] += 1
-        self.owner[msg["id"]] = target
-        self.served_by[msg["id"]] = target
-        self.transport.send_json(msg, target)
+        self.owner[msg.id] = target
+        self.control.send_message(msg, target)
         return target
 
     def cancel(self, request_id: int) -> bool:
@@ -47,28 +51,31 @@ class Dispatcher:
         rank = self.owner.get(request_id)
         if rank is None:
             return False
-        self.transport.send_json(cancel_message(request_id), rank)
+        self.control.send_message(Cancel(request_id), rank)
         return True
 
-    def poll(self) -> tuple[dict, int] | None:
-        """The next step report from any attention rank (bookkeeping done), or None."""
-        got = self.transport.poll_json()
+    def poll(self) -> tuple[StepReport, RankId] | None:
+        """The next step report from any attention rank (bookkeeping done), or None. Stall
+        reports of any worker are taken on the way."""
+        while (got := self.control.poll_message()) is not None and isinstance(got[0], Stalled):
+            self.stalls.report(got[1], got[0])
         if got is None:
             return None
         msg, source = got
-        if msg.get("type") != "step":
-            raise AfdError(f"{self.layout.name(source)} sent {msg.get('type')!r}, expected 'step'")
+        if not isinstance(msg, StepReport):
+            raise AfdError(f"{self.layout.name(source)} sent {msg.TYPE!r}, expected a step report")
         self.last_heard[source] = time.monotonic()
-        if "stats" in msg:
-            self.stats[source] = msg["stats"]
-        for result in msg.get("finished", []):
-            if self.owner.pop(result["id"], None) is not None:
+        self.stalls.progress(source)
+        self.stats[source] = msg.stats
+        for result in msg.finished:
+            if self.owner.pop(result.id, None) is not None:
                 self.load[source] -= 1
         return msg, source
 
     def check_progress(self) -> None:
-        """Twice the per-message timeout: a worker waiting on a dead or hung peer reports that
-        peer itself first; this catches a hung attention rank."""
+        """A rank that others' stall reports show to be hung (stalls.py); and, past twice the
+        per-message timeout, a busy attention rank that sent no step report."""
+        self.stalls.check()
         now = time.monotonic()
         for rank, n in self.load.items():
             if n and now - self.last_heard[rank] > 2 * self.timeout_s:
@@ -81,4 +88,4 @@ class Dispatcher:
 
     def shutdown(self) -> None:
         for rank in self.layout.attention_ranks:
-            self.transport.send_json({"type": "shutdown"}, rank)
+            self.control.send_message(Shutdown(), rank)

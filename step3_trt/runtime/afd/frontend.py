@@ -1,9 +1,10 @@
-"""The serving coordinator's endpoint: JSON messages to and from Triton backends over a ZeroMQ
-ROUTER socket (each client a DEALER; ZeroMQ does the framing, we never pickle)."""
+"""The coordinator's endpoint for its clients (Triton backends, `step3-trt run`): messages over a
+ZeroMQ ROUTER socket (each client a DEALER; ZeroMQ does the framing, messages are JSON; never
+pickle). Decoding and validation are the coordinator's (runtime/messages.py)."""
 
 from __future__ import annotations
 
-import json
+from step3_trt.runtime import messages
 
 
 class Frontend:
@@ -17,25 +18,16 @@ class Frontend:
         self.socket.bind(endpoint)
         self.endpoint = endpoint
 
-    def poll(self, timeout_ms: int = 0) -> list[tuple[bytes, dict]]:
-        """Every message waiting (after up to `timeout_ms` for the first): (client, message).
-        A frame that is not a JSON object is answered with an error and dropped."""
+    def poll(self, timeout_ms: int = 0) -> list[tuple[bytes, bytes]]:
+        """Every message waiting (after up to `timeout_ms` for the first): (client, payload)."""
         got = []
         while self.socket.poll(0 if got else timeout_ms):
             frames = self.socket.recv_multipart(self.zmq.NOBLOCK)
-            client, payload = frames[0], frames[-1]
-            try:
-                msg = json.loads(payload)
-            except ValueError:
-                msg = None
-            if not isinstance(msg, dict):
-                self.send(client, {"type": "error", "error": "messages must be JSON objects"})
-                continue
-            got.append((client, msg))
+            got.append((frames[0], frames[-1]))
         return got
 
-    def send(self, client: bytes, msg: dict) -> None:
-        self.socket.send_multipart([client, json.dumps(msg).encode()])
+    def send(self, client: bytes, msg) -> None:
+        self.socket.send_multipart([client, messages.encode(msg)])
 
     def close(self) -> None:
         self.socket.close(linger=0)

@@ -1,11 +1,11 @@
 """Entry point of every rank of an AFD job (started by `mpiexec`, see launch.py).
 
-    python -m step3_trt.runtime.afd.main --engines DIR --requests FILE --run-dir DIR [...]
     python -m step3_trt.runtime.afd.main --engines DIR --serve ENDPOINT --run-dir DIR [...]
 
-With --requests the coordinator runs a fixed request list and prints results (`step3-trt run`);
-with --serve it binds a ZeroMQ endpoint and serves requests from Triton backends until a client
-asks it to shut down (`step3-trt serve`).
+The coordinator binds the ZeroMQ endpoint and serves clients (the Triton backend, or the
+`step3-trt run` launcher) until one asks it to shut down; attention and FFN ranks load their
+engines and run the engine core and the FFN schedule. The control channel is MPI; the data
+plane is the one `--transport` names.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from step3_trt.runtime.afd.layout import JobLayout
-from step3_trt.runtime.afd.messages import params_from_dict
-from step3_trt.runtime.afd.transport import MpiTransport
-from step3_trt.runtime.trace import Tracer
+import torch
 
+from step3_trt.runtime.ranks import COORDINATOR, JobLayout, RankId, Role
+from step3_trt.runtime.trace import Tracer
+from step3_trt.runtime.transport import JOB_TRANSPORTS
 
 # Loading engines (torch import, AOTInductor packages, weights) of every rank, on a loaded
 # machine: generous, since it does not depend on the per-message timeout.
@@ -33,13 +33,13 @@ STARTUP_TIMEOUT_S = 600.0
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--engines", type=Path, required=True)
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--requests", type=Path, help="JSONL written by the launcher")
-    mode.add_argument("--serve", metavar="ENDPOINT",
-                      help="serving mode: ZeroMQ endpoint to bind, e.g. ipc:///tmp/x/afd.sock")
+    p.add_argument("--serve", metavar="ENDPOINT", required=True,
+                   help="ZeroMQ endpoint the coordinator binds, e.g. ipc:///tmp/x/afd.sock")
     p.add_argument("--run-dir", type=Path, required=True, help="pid files and traces go here")
     p.add_argument("--attention", type=int, required=True)
     p.add_argument("--ffn", type=int, required=True)
+    p.add_argument("--transport", choices=JOB_TRANSPORTS,
+                   required=True)
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--micro-batches", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -56,62 +56,146 @@ def main(argv=None) -> int:
     if comm.Get_size() != layout.world_size:
         print(f"expected {layout.world_size} MPI ranks, got {comm.Get_size()}", file=sys.stderr)
         return 2
-    world = comm.Get_rank()
+    me = layout.rank_id(comm.Get_rank())
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints a rank's Python stacks
-    role, index = layout.role_of(world)
-    (args.run_dir / f"rank{world}.pid").write_text(f"{os.getpid()} {role} {index}\n")
-    transport = MpiTransport(comm, args.timeout, layout.names())
-    tracer = Tracer(world, layout.name(world), enabled=args.trace)
+    (args.run_dir / f"rank{comm.Get_rank()}.pid").write_text(f"{os.getpid()}\n")
+    tracer = Tracer(comm.Get_rank(), layout.name(me), enabled=args.trace)
     try:
-        run_role(role, index, args, layout, transport, tracer)
+        Rank(args, comm, layout, me, tracer).run()
     except Exception:  # noqa: BLE001 - any failure must take the whole job down, loudly
-        sys.stderr.write(f"[{layout.name(world)}] failed:\n{traceback.format_exc()}")
+        sys.stderr.write(f"[{layout.name(me)}] failed:\n{traceback.format_exc()}")
         sys.stderr.flush()
         comm.Abort(3)
     if args.trace:
-        (args.run_dir / f"trace{world}.json").write_text(json.dumps(tracer.events))
+        (args.run_dir / f"trace{comm.Get_rank()}.json").write_text(json.dumps(tracer.events))
     return 0
 
 
-def run_role(role, index, args, layout, transport, tracer) -> None:
-    if role == "coordinator" and args.serve:
+def local_device(comm, layout: JobLayout, me: RankId, configured: str,
+                 transport: str) -> torch.device:
+    """This rank's device: CPU engines run on the CPU; on CUDA each worker takes the GPU of its
+    place among this host's workers (its local rank among them), several workers sharing a GPU
+    when a host has fewer GPUs than workers (the mpi transport only: NCCL refuses two ranks on
+    one GPU). Collective over `comm`."""
+    from mpi4py import MPI
+
+    worker = me in layout.workers
+    workers = comm.Split(0 if worker else 1, layout.world(me))
+    local = workers.Split_type(MPI.COMM_TYPE_SHARED, layout.world(me))
+    index, count = local.Get_rank(), local.Get_size()
+    local.Free()
+    workers.Free()
+    if configured != "cuda" or not worker:
+        return torch.device(configured if worker else "cpu")
+    gpus = torch.cuda.device_count()
+    if transport == "torch" and count > gpus:
+        raise RuntimeError(f"{count} workers on this host but {gpus} GPUs: the torch transport "
+                           f"(NCCL) needs one GPU per rank; use --transport mpi to share GPUs")
+    return torch.device("cuda", index % gpus)
+
+
+class Rank:
+    def __init__(self, args, comm, layout: JobLayout, me: RankId, tracer: Tracer):
+        from step3_trt.build_config import BuildConfig
+        from step3_trt.runtime.transport.mpi import MpiControl
+
+        self.args, self.comm, self.layout, self.me, self.tracer = args, comm, layout, me, tracer
+        self.build = BuildConfig.from_file(args.engines / "build_config.yaml")
+        configured = args.device or self.build.device
+        self.device = torch.device(configured) if ":" in configured else \
+            local_device(comm, layout, me, configured, args.transport)
+        self.control = MpiControl(comm, layout, me, args.timeout)
+        self.data = self._data_plane()
+        if me != COORDINATOR:
+            for plane in (self.control, self.data):
+                plane.on_stall = self._report_stall
+        self.micro_batches = args.micro_batches or self.build.runtime.micro_batches
+
+    def _data_plane(self):
+        """The data plane `--transport` names (collective: every rank takes part)."""
+        if self.args.transport == "torch":
+            from step3_trt.runtime.transport.torch_dist import TorchDataPlane
+
+            return TorchDataPlane.over_mpi(self.comm, self.layout, self.me, self.args.timeout,
+                                           self.device)
+        from step3_trt.runtime.transport.mpi import MpiDataPlane
+
+        return MpiDataPlane(self.comm, self.layout, self.me, self.args.timeout, self.device)
+
+    def _ready(self) -> None:
+        """Report the engines loaded and wait until every worker's are (the coordinator's
+        Begin); loading is bounded by the start-up timeout, not the per-message one."""
+        from step3_trt.runtime.messages import Begin, Ready
+        from step3_trt.runtime.transport.base import Deadline
+
+        self.control.send_message(Ready(), COORDINATOR)
+        deadline = Deadline.after(max(self.args.timeout, STARTUP_TIMEOUT_S))
+        msg, _ = self.control.recv_message(COORDINATOR, "start signal", deadline)
+        if not isinstance(msg, Begin):
+            raise RuntimeError(f"the coordinator sent {msg.TYPE!r} before 'begin'")
+
+    def _report_stall(self, peer: RankId, what: str, seconds: float) -> None:
+        from step3_trt.runtime.messages import Stalled
+
+        self.control.send_message(Stalled(self.layout.world(peer), what, seconds), COORDINATOR)
+
+    def run(self) -> None:
+        print(f"[{self.layout.name(self.me)}] transport {self.args.transport}, device "
+              f"{self.device}", file=sys.stderr, flush=True)
+        if self.me == COORDINATOR:
+            self._coordinate()
+        elif self.me.role is Role.ATTENTION:
+            self._attend()
+        else:
+            self._serve_ffn()
+        if self.data is not None:
+            self.data.close()
+
+    def _coordinate(self) -> None:
+        from step3_trt.runtime.afd.coordinator import Coordinator
         from step3_trt.runtime.afd.dispatch import wait_ready
         from step3_trt.runtime.afd.frontend import Frontend
-        from step3_trt.runtime.afd.serve_coordinator import ServeCoordinator
 
-        wait_ready(layout, transport, max(args.timeout, STARTUP_TIMEOUT_S))
-        frontend = Frontend(args.serve)
-        (args.run_dir / "ready").touch()
+        wait_ready(self.layout, self.control, max(self.args.timeout, STARTUP_TIMEOUT_S))
+        frontend = Frontend(self.args.serve)
+        (self.args.run_dir / "ready").touch()
         try:
-            ServeCoordinator(layout, transport, args.timeout, frontend).run()
+            Coordinator(self.layout, self.control, self.args.timeout, frontend).run()
         finally:
             frontend.close()
-    elif role == "coordinator":
-        from step3_trt.runtime.afd.coordinator import Coordinator, JobRequest
+
+    def _attend(self) -> None:
+        from step3_trt.runtime.afd.attention_worker import AttentionWorker
+        from step3_trt.runtime.core import EngineCore
+        from step3_trt.runtime.engine import RankEngine
+        from step3_trt.runtime.ffn import RemoteFfn
+        from step3_trt.runtime.local import attention_executor, eos_token_ids, make_scheduler
         from step3_trt.tokenizer import load_tokenizer
 
-        requests = [JobRequest(r["id"], r["prompt_ids"], params_from_dict(r["params"]),
-                               r.get("arrival_s", 0.0))
-                    for r in map(json.loads, args.requests.read_text().splitlines())]
-        coordinator = Coordinator(requests, layout, transport, load_tokenizer(args.engines),
-                                  args.timeout,
-                                  stats_file=args.run_dir / "stats.json")
-        coordinator.wait_ready(max(args.timeout, STARTUP_TIMEOUT_S))
-        (args.run_dir / "ready").touch()
-        coordinator.run()
-    elif role == "attention":
-        from step3_trt.runtime.afd.attention_worker import AttentionWorker
+        engines = self.args.engines
+        engine = RankEngine(engines / self.me.dir, self.device, self.build.digest())
+        executor = attention_executor(engines, self.build, engine)
+        cfg = executor.config
+        eos = eos_token_ids(engines, cfg)
+        scheduler = make_scheduler(cfg, self.build, executor.k_cache.shape[1], eos,
+                                   load_tokenizer(engines))
+        ffn = RemoteFfn(self.data, self.layout, cfg.hidden_size, executor.dtype)
+        core = EngineCore(executor, ffn, scheduler, eos, self.micro_batches, lockstep=True,
+                          tracer=self.tracer)
+        self._ready()
+        AttentionWorker(core, self.control, self.layout, self.me).run()
 
-        worker = AttentionWorker(args.engines, index, layout, transport, tracer, args.device,
-                                 args.micro_batches)
-        transport.send_json({"type": "ready"}, JobLayout.COORDINATOR)
-        worker.run()
-    else:
+    def _serve_ffn(self) -> None:
         from step3_trt.runtime.afd.ffn_worker import FfnWorker
+        from step3_trt.runtime.cuda_graphs import GraphCache
+        from step3_trt.runtime.engine import RankEngine
+        from step3_trt.runtime.executors import FfnExecutor
 
-        worker = FfnWorker(args.engines, index, layout, transport, tracer, args.device)
-        transport.send_json({"type": "ready"}, JobLayout.COORDINATOR)
-        worker.run()
+        engine = RankEngine(self.args.engines / self.me.dir, self.device, self.build.digest())
+        executor = FfnExecutor(engine, GraphCache.for_engine(self.build.runtime, engine))
+        self._ready()
+        FfnWorker(executor, self.control, self.data, self.layout, self.micro_batches,
+                  self.tracer).run()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from step3_trt.build_config import BuildConfig
-from step3_trt.runtime.afd.launch import diagnose, job_layout, mpiexec_command
+from step3_trt.runtime.afd.launch import Hosts, diagnose, job_layout, mpiexec_command
 
 IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with some margin
 
@@ -48,11 +48,14 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
 
 class ServingJob:
     def __init__(self, engine_dir: Path, run_dir: Path, endpoint: str, *, timeout: float,
-                 micro_batches: int | None = None, device: str | None = None):
+                 micro_batches: int | None = None, device: str | None = None,
+                 transport: str | None = None, trace: bool = False, hosts: Hosts = Hosts()):
         self.engine_dir, self.run_dir, self.endpoint = engine_dir.resolve(), run_dir, endpoint
         self.layout = job_layout(self.engine_dir)
-        BuildConfig.from_file(self.engine_dir / "build_config.yaml")
+        build = BuildConfig.from_file(self.engine_dir / "build_config.yaml")
         self.timeout, self.micro_batches, self.device = timeout, micro_batches, device
+        self.transport = transport or build.runtime.transport
+        self.trace, self.hosts = trace, hosts
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None
 
@@ -60,9 +63,10 @@ class ServingJob:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*self.run_dir.glob("rank*.pid"), self.run_dir / "ready"]:
             stale.unlink(missing_ok=True)
-        cmd = mpiexec_command(self.engine_dir, self.layout, self.run_dir, timeout=self.timeout,
-                              micro_batches=self.micro_batches, device=self.device, trace=False,
-                              serve=self.endpoint)
+        cmd = mpiexec_command(self.engine_dir, self.layout, self.run_dir, serve=self.endpoint,
+                              transport=self.transport, timeout=self.timeout,
+                              micro_batches=self.micro_batches, device=self.device,
+                              trace=self.trace, hosts=self.hosts)
         self.log = self.run_dir / "afd.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
