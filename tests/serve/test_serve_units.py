@@ -22,7 +22,7 @@ from step3_trt.serve.request import BadRequest, Limits, parse_request
 from step3_trt.tokenizer import load_tokenizer
 
 TOKENIZER = load_tokenizer(DEFAULT_CHECKPOINT)
-LIMITS = Limits(64)
+LIMITS = Limits.of(TOKENIZER, 64)
 
 
 def parse(**inputs):

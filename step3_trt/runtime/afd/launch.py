@@ -45,8 +45,15 @@ def job_layout(engine_dir: Path) -> JobLayout:
 def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, timeout: float,
                     micro_batches: int | None, device: str | None, trace: bool,
                     serve: str | None = None) -> list[str]:
-    """The job's command line; `serve`: the ZeroMQ endpoint of a serving job (no request file)."""
-    cmd = [mpiexec_path(), "-n", str(layout.world_size)]
+    """The job's command line; `serve`: the ZeroMQ endpoint of a serving job (no request file).
+
+    Every job runs on this host, so its ranks talk through shared memory and need no TCP
+    listener: the TCP BTL, which listens on every interface (btl_tcp_if_include only chooses
+    the addresses it advertises), is off. PMIx's server in mpiexec listens on 127.0.0.1 by
+    default; PRRTE's out-of-band listener binds the wildcard address whatever its interface
+    settings (oob_tcp_listener.c, PRRTE 3.0), so two mpiexec ports (IPv4 and IPv6) stay open
+    on every interface (docs/serving.md, "Limits")."""
+    cmd = [mpiexec_path(), "-n", str(layout.world_size), "--mca", "btl", "^tcp"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     if layout.world_size > (os.cpu_count() or 1):
