@@ -2,10 +2,10 @@
 a short one.
 
 The backend's `execute` only checks a request (cheap, bounded: serve/request.py) and hands it
-here. Prompts of up to FAST_LANE_CHARS characters go to the fast lane; longer ones (up to the byte limit that
-the context allows) to the bulk lane. Each lane is a small thread pool; tokenization releases
-the GIL (request.encode_prompt), so the lanes, the backend's I/O thread and Triton's threads
-all go on while a long prompt is encoded.
+here. Prompts of up to FAST_LANE_CHARS characters go to the fast lane; longer ones (up to the
+byte limit that the context allows) to the bulk lane. Each lane is a small thread pool;
+tokenization releases the GIL (request.encode_prompt), so the lanes, the backend's I/O thread
+and Triton's threads all go on while a long prompt is encoded.
 """
 
 from __future__ import annotations
