@@ -2,7 +2,8 @@
 
 `close` unloads `afd_job` and loads it again; the load waits (the server not ready) until
 `open` creates its release file. A server started while the file is missing waits the same
-way at start-up, since it loads `afd_job` itself. The repository calls carry the admin key.
+way at start-up, since it loads `afd_job` itself (`hold` only removes the file). The
+repository calls carry the admin key.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ class ReadinessGate:
         self.loaded = False
         self.generation = 0  # of the server the reload is for; a new server starts a new one
 
-    def close(self) -> None:
+    def hold(self) -> None:
+        """For a server that is still starting: it loads afd_job itself, and waits."""
         self.release_file.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.hold()
         self.loaded = False
         self.loading = threading.Thread(target=self._reload, args=(self.generation,),
                                         name="load-afd_job", daemon=True)

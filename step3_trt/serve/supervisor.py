@@ -208,7 +208,10 @@ class Supervisor:
         return self.job.exit_code() is not None or self._job_up() == 0
 
     def _begin_recovery(self) -> None:
-        self.gate.close()
+        if self.server_since is None:
+            self.gate.close()
+        else:  # a restarted server that is not ready yet
+            self.gate.hold()
         self.say("the AFD job was lost: the server reports not ready until it is back")
         self.phase, self.since = "ending", time.monotonic()
 
