@@ -3,9 +3,12 @@
     python perf/afd_model.py --paper                       # validation against arXiv 2507.19427
     python perf/afd_model.py --roofline [--gpu h100]       # projection from bytes/FLOPs/ceilings
     python perf/afd_model.py --measured perf/results/layers_h100.json [--gpu h100]
+    python perf/afd_model.py --measured FILE --runtime [--placement balanced]
 
-Each prints its tables and writes perf/results/afd_model_<tag>.json (+ .png unless --no-plot).
-Formulas and the measured-times format: docs/afd-model.md.
+--runtime prices this project's runtime as built (placement, wire, transport, host time per
+call) instead of the paper's idealized data plane. Each prints its tables and writes
+perf/results/afd_model_<tag>.json (+ .png unless --no-plot). Formulas and the measured-times
+format: docs/afd-model.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from perf.afd import paper_deploy, paper_tables, projection, report  # noqa: E402
+from perf.afd import paper_deploy, paper_tables, projection, report, runtime_report  # noqa: E402
 from perf.afd.checks import AfdInputError  # noqa: E402
 from perf.afd.deployment import FANOUTS, Deployment  # noqa: E402
 from perf.afd.hardware import hardware, preset_names  # noqa: E402
@@ -44,11 +47,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="micro-batches per step; a list (1,2,3,4) keeps each split's best")
     ap.add_argument("--kv", choices=DTYPES, default="fp8", help="KV cache dtype")
     ap.add_argument("--weights", choices=DTYPES, default="fp8", help="weight dtype")
-    ap.add_argument("--fanout", choices=FANOUTS, default="instance",
-                    help="instance: one copy per FFN instance (paper); rank: per FFN GPU")
+    ap.add_argument("--fanout", choices=FANOUTS, default=None,
+                    help="instance (default): one copy per FFN instance (paper); rank: per FFN "
+                         "GPU (not with --runtime, which prices --placement)")
     ap.add_argument("--oproj-tp", type=int, default=1, help="o_proj TP inside attention (paper 8)")
     ap.add_argument("--sla-ms", type=float, default=50.0)
-    ap.add_argument("--splits", default=",".join(projection.DEFAULT_SPLITS))
+    ap.add_argument("--splits", default=None,
+                    help="comma-separated, e.g. 2A2F,3A2F (8-GPU instances) or 2+6 (GPUs of one "
+                         "host); default: 1A1F ... 3A3F, and with --runtime also 1+7 ... 4+4")
     ap.add_argument("--hbm-eff", type=float, default=1.0, help="fraction of HBM ceiling")
     ap.add_argument("--ffn-hbm-eff", type=float, default=None, help="default: --hbm-eff")
     ap.add_argument("--flop-eff", type=float, default=1.0, help="fraction of GEMM ceiling")
@@ -57,7 +63,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--tag", default=None, help="output name: afd_model_<tag>.json/.png")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    return ap.parse_args(argv)
+    runtime_report.add_arguments(ap)
+    args = ap.parse_args(argv)
+    if args.runtime and args.paper:
+        ap.error("--runtime needs layer times: --measured FILE or --roofline, not --paper")
+    if args.runtime and args.fanout is not None:
+        ap.error("--fanout is the idealized modes' option; --runtime prices --placement")
+    args.fanout = args.fanout or "instance"
+    return args
 
 
 def run_paper(args: argparse.Namespace) -> dict:
@@ -114,6 +127,8 @@ def run_projection(args: argparse.Namespace) -> dict:
     base = Deployment(2, 2, micro_batches=3 if 3 in micro else micro[0], context=args.context,
                       kv_bytes=kv, weight_bytes=wb, fanout=args.fanout, oproj_tp=args.oproj_tp,
                       sla_ms=args.sla_ms)
+    if args.runtime:
+        return runtime_report.run_runtime(args, model, roof, base, _splits(args), micro)
     dims = model.dims
     results = projection.project(model, base, _splits(args), micro)
     paper_pt = projection.at_paper_point(model, base)
@@ -145,6 +160,8 @@ def run_projection(args: argparse.Namespace) -> dict:
 
 
 def _splits(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.splits is None:
+        return projection.DEFAULT_SPLITS + (runtime_report.HOST_SPLITS if args.runtime else ())
     return tuple(s.strip() for s in args.splits.split(",") if s.strip())
 
 
@@ -174,6 +191,8 @@ def _tag(args: argparse.Namespace) -> str:
     if args.paper:
         return "paper"
     tag = f"roofline_{args.gpu}" if args.roofline else f"measured_{Path(args.measured).stem}"
+    if args.runtime:
+        tag = runtime_report.tag(args, tag)
     extras = [(args.context != 4096, f"ctx{args.context // 1024}k"),
               (args.kv != "fp8", f"kv{args.kv}"), (args.fanout != "instance", args.fanout),
               (args.micro_batches != "3", "m" + str(args.micro_batches).replace(",", ""))]

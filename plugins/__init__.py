@@ -13,16 +13,17 @@ from plugins.fp8 import fp8_linear, fp8_quantize
 from plugins.mfa import kernel_head_dim, kv_append, mfa_decode, mfa_prefill
 from plugins.moe import moe_experts
 
-# op name -> version; bump when an op's inputs, attributes or numerics change (engines record it)
+# op name -> version; bump when an op's inputs, attributes or numerics change (engines record it).
+# 2 (mfa_*, kv_append): FP8 caches compute QK^T and P.V in e4m3, and FP8 V caches store their
+# blocks transposed (plugins/mfa.py)
 OP_VERSIONS = {
-    "mfa_decode": 1,
-    "mfa_prefill": 1,
-    "kv_append": 1,
+    "mfa_decode": 2,
+    "mfa_prefill": 2,
+    "kv_append": 2,
     "moe_experts": 1,
     "fp8_quantize": 1,
     "fp8_linear": 1,
 }
-
 
 
 def cuda_graph_safe(head_dim: int, activations: torch.dtype) -> bool:

@@ -9,11 +9,27 @@ width D (256). The cache is a pool of fixed-size blocks, one pool for K and one 
     k_scale, v_scale   None | [1] | [num_blocks] f32  dequantization scale (per tensor / block)
 
 Cache token j of sequence s lives at ``cache[block_tables[s, j // block_size], j % block_size]``
-and stands for ``cache[...] * scale``. A query at position p sees cache tokens 0..p:
+and stands for ``cache[...] * scale``. An FP8 value cache stores each block transposed: the
+block's ``block_size * D`` bytes hold ``V_block^T`` ([D, block_size], see `fp8_v_blocks`), the
+K-major operand FP8 tensor-core products read; its tensor shape stays [num_blocks, block_size,
+D], so every cache is allocated alike, and only these three ops read or write its contents.
+A query at position p sees cache tokens 0..p:
 
     out[r, h] = sum_j softmax_j(sm_scale * q[r, h] . K[j]) V[j]      (float32 scores and softmax)
 
 with ``sm_scale = D ** -0.5`` by default. Rows that see no token get zeros.
+
+FP8 caches (op version 2) compute both products in e4m3, as the GPU kernel's tensor cores do:
+
+* Q: each (row, head) vector is quantized to e4m3 with its own scale ``max(amax, 1e-12) / 448``
+  (the `fp8_quantize` rule); ``t_j = log2(e) * sm_scale * q_s * k_s(j) * (q_q . k_q[j])``.
+* P: with ``m = ceil(max_j t_j) - 8`` (an integer), ``p_j = exp2(t_j - m)`` lies in (0, 256];
+  ``out = (sum_j P_j V_j) * v_s / sum_j P_j`` with ``P_j = e4m3(p_j)`` and V's stored e4m3
+  values (the weights the product uses sum to one); with per-block V scales
+  ``out = (sum_j fp16(p_j * v_s(j)) V_j) / sum_j p_j``, V widened to fp16 (exact).
+Because m is an integer, the kernel's per-tile running maxima differ from the reference's row
+maximum by whole powers of two, which scale e4m3 values exactly: the kernel rounds the same
+P values as this reference (up to e4m3 subnormals, weights below 2^-13 of the row's largest).
 """
 
 from __future__ import annotations
@@ -23,14 +39,51 @@ from typing import Optional
 import torch
 
 from plugins._common import FP8, FP8_MAX, cdiv, check, use_triton
+from plugins.fp8 import fp8_quantize_ref
 
 
-def _dequant_blocks(cache: torch.Tensor, blocks: torch.Tensor, scale: Optional[torch.Tensor]):
-    x = cache[blocks].float()  # [nb, block_size, D]
-    if scale is not None:
-        s = scale.float().reshape(-1)
-        x = x * (s.reshape(1, 1, 1) if s.numel() == 1 else s[blocks][:, None, None])
-    return x.reshape(-1, cache.shape[-1])
+P_OFFSET = 8  # FP8 P: p = exp2(t - m) with m = ceil(max t) - P_OFFSET, so p <= 2^8 (< 448)
+LOG2E = 1.4426950408889634
+
+
+def fp8_v_blocks(v_cache: torch.Tensor) -> torch.Tensor:
+    """An FP8 value cache [NB, BS, D] seen as its stored layout [NB, D, BS] (blocks transposed)."""
+    NB, BS, D = v_cache.shape
+    return v_cache.view(NB, D, BS)
+
+
+def _values(cache: torch.Tensor, blocks: torch.Tensor, L: int, transposed: bool) -> torch.Tensor:
+    """Stored values of a sequence's first L cache tokens, float32 [L, D] (no scale applied)."""
+    x = fp8_v_blocks(cache)[blocks].transpose(1, 2) if transposed else cache[blocks]
+    return x.float().reshape(-1, cache.shape[-1])[:L]
+
+
+def _token_scales(scale: Optional[torch.Tensor], blocks: torch.Tensor, BS: int, L: int,
+                  device) -> torch.Tensor:
+    """Dequantization scale of each of the first L tokens, float32 [L] (ones without a scale)."""
+    if scale is None:
+        return torch.ones(L, device=device)
+    s = scale.float().reshape(-1)
+    s = s.expand(blocks.numel()) if s.numel() == 1 else s[blocks]
+    return s.repeat_interleave(BS)[:L]
+
+
+def _fp8_attention(q, K, V, ks, vs, v_per_block: bool, visible, sm_scale: float) -> torch.Tensor:
+    """The FP8 numerics of the module docstring. q [n, H, D]; K, V [L, D] stored e4m3 values;
+    ks, vs [L] token scales; visible [n, L]. Returns float32 [n, H, D]."""
+    qq, qs = fp8_quantize_ref(q, "token")  # per (row, head) over D: [n, H, D], [n, H, 1]
+    t = torch.einsum("thd,ld->thl", qq.float(), K) * (qs * (sm_scale * LOG2E)) * ks
+    t = t.masked_fill(~visible[:, None, :], float("-inf"))
+    m = torch.ceil(t.amax(-1, keepdim=True)) - P_OFFSET  # [n, H, 1]
+    p = torch.exp2(t - torch.where(torch.isfinite(m), m, 0.0))  # a row seeing no key: all 0
+    if v_per_block:
+        l = p.sum(-1, keepdim=True)
+        pv = torch.einsum("thl,ld->thd", (p * vs).to(torch.float16).float(), V)
+    else:
+        p8 = p.to(FP8).float()
+        l = p8.sum(-1, keepdim=True)
+        pv = torch.einsum("thl,ld->thd", p8, V) * vs[0]
+    return pv / torch.where(l > 0, l, 1.0)
 
 
 def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale, v_scale,
@@ -38,20 +91,27 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_
     """Reference: sequence s owns query rows cu[s]:cu[s+1], the last n_s of its seq_lens[s] tokens."""
     out = torch.zeros_like(q)
     BS = k_cache.shape[1]
+    fp8 = k_cache.dtype == FP8
     cu, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
     for s, L in enumerate(lens):
         a, b = cu[s], cu[s + 1]
         if b <= a or L <= 0:
             continue
         blocks = block_tables[s, :cdiv(L, BS)].long()
-        K = _dequant_blocks(k_cache, blocks, k_scale)[:L]
-        V = _dequant_blocks(v_cache, blocks, v_scale)[:L]
+        K = _values(k_cache, blocks, L, False)
+        V = _values(v_cache, blocks, L, v_cache.dtype == FP8)
+        ks = _token_scales(k_scale, blocks, BS, L, q.device)
+        vs = _token_scales(v_scale, blocks, BS, L, q.device)
         pos = torch.arange(L - (b - a), L, device=q.device)  # positions of the new tokens
-        scores = torch.einsum("thd,ld->thl", q[a:b].float(), K) * sm_scale
         visible = torch.arange(L, device=q.device)[None, :] <= pos[:, None]  # [n, L]
+        if fp8:
+            v_per_block = v_scale is not None and v_scale.numel() > 1
+            out[a:b] = _fp8_attention(q[a:b], K, V, ks, vs, v_per_block, visible, sm_scale).to(q.dtype)
+            continue
+        scores = torch.einsum("thd,ld->thl", q[a:b].float(), K * ks[:, None]) * sm_scale
         scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
         p = scores.softmax(-1).nan_to_num(0.0)  # a row with no visible key -> zeros
-        out[a:b] = torch.einsum("thl,ld->thd", p, V).to(q.dtype)
+        out[a:b] = torch.einsum("thl,ld->thd", p, V * vs[:, None]).to(q.dtype)
     return out
 
 
@@ -61,11 +121,15 @@ def _check_attn(q, k_cache, v_cache, block_tables, seq_lens):
           "MFA attention: k_cache/v_cache must be [num_blocks, block_size, head_dim] like q's head_dim")
     check(block_tables.dim() == 2 and seq_lens.dim() == 1 and seq_lens.shape[0] == block_tables.shape[0],
           "MFA attention: block_tables [seqs, max_blocks] and seq_lens [seqs] expected")
+    check(k_cache.dtype == v_cache.dtype, "MFA attention: k_cache and v_cache must share a dtype")
+    check(v_cache.dtype != FP8 or v_cache.stride()[1:] == (v_cache.shape[2], 1),
+          "MFA attention: an FP8 v_cache needs contiguous blocks (each stores V^T, see fp8_v_blocks)")
 
 
 def kernel_head_dim(D: int) -> bool:
-    """Head dims the Triton attention and KV-append kernels take (others run the reference)."""
-    return D >= 16 and D & (D - 1) == 0
+    """Head dims the Triton attention and KV-append kernels take (others run the reference):
+    powers of two from 32 (an FP8 tensor-core product needs K >= 32)."""
+    return D >= 32 and D & (D - 1) == 0
 
 
 def _triton_ok(q, k_cache, v_cache) -> bool:
@@ -142,18 +206,23 @@ def _(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale=None, v
 
 
 def kv_append_ref(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale) -> None:
-    """cache[slot // bs, slot % bs] = x / scale (clamped to +-448 for FP8); negative slots skipped."""
+    """cache[slot // bs, slot % bs] = x / scale (clamped to +-448 for FP8; an FP8 V cache
+    stores its blocks transposed); negative slots skipped."""
     BS = k_cache.shape[1]
     valid = slot_mapping >= 0
     slots = slot_mapping[valid].long()
-    for x, cache, scale in ((k, k_cache, k_scale), (v, v_cache, v_scale)):
+    blk, off = slots // BS, slots % BS
+    for x, cache, scale, is_v in ((k, k_cache, k_scale, False), (v, v_cache, v_scale, True)):
         val = x[valid].float()
         if scale is not None:
             s = scale.float().reshape(-1)
-            val = val / (s if s.numel() == 1 else s[slots // BS][:, None])
-        if cache.dtype == FP8:
-            val = val.clamp(-FP8_MAX, FP8_MAX)
-        cache[slots // BS, slots % BS] = val.to(cache.dtype)
+            val = val / (s if s.numel() == 1 else s[blk][:, None])
+        if cache.dtype != FP8:
+            cache[blk, off] = val.to(cache.dtype)
+        elif is_v:
+            fp8_v_blocks(cache)[blk, :, off] = val.clamp(-FP8_MAX, FP8_MAX).to(FP8)
+        else:
+            cache[blk, off] = val.clamp(-FP8_MAX, FP8_MAX).to(FP8)
 
 
 @torch.library.custom_op("step3::kv_append", mutates_args=("k_cache", "v_cache"))
@@ -168,6 +237,10 @@ def kv_append(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     """
     check(k.dim() == 2 and k.shape == v.shape and k.shape[1] == k_cache.shape[2],
           "kv_append: k, v must be [tokens, head_dim] matching the cache")
+    check(k_cache.shape == v_cache.shape and k_cache.dtype == v_cache.dtype,
+          "kv_append: k_cache and v_cache must share a shape and dtype")
+    check(v_cache.dtype != FP8 or v_cache.stride()[1:] == (v_cache.shape[2], 1),
+          "kv_append: an FP8 v_cache needs contiguous blocks (each stores V^T, see fp8_v_blocks)")
     if use_triton(k, k_cache) and k.stride(-1) == 1 and v.stride(-1) == 1 \
             and k_cache.stride(-1) == 1 and kernel_head_dim(k.shape[1]):
         from plugins.triton_kernels.kv_append import kv_append as kv_append_gpu

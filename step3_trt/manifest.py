@@ -6,10 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from step3_trt.chat.template import TEMPLATE_FILE as CHAT_TEMPLATE_FILE
+from step3_trt.generation_config import GENERATION_CONFIG_FILE
+
 FORMAT_VERSION = 1
 ROLE_CHECKPOINT = "step3-trt-role-checkpoints"
 ENGINES = "step3-trt-engines"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# Files that travel with the tokenizer from a checkpoint into artifacts' `tokenizer/`.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE)
 
 
 class ArtifactError(ValueError):

@@ -93,23 +93,65 @@ PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_TEXT, "tiny": TINY_TEXT,
 # Presets small enough to materialise as random checkpoints on a 24 GB machine.
 RANDOM_CHECKPOINT_PRESETS = ("tiny",)
 
-# A small stand-in vision tower: its tensors exist so that the text path's skipping is exercised.
-TINY_VISION_TENSORS: dict[str, tuple[int, ...]] = {
-    "vision_model.embeddings.patch_embedding.weight": (16, 3, 4, 4),
-    "vision_model.transformer.layers.0.mlp.fc1.weight": (32, 16),
-    "vit_downsampler.weight": (16, 16, 2, 2),
-    "vit_large_projector.weight": (96, 16),
+# Vision towers in the released `config.json` spelling: `vision_config` plus the projector fields
+# that `Step3VLConfig` keeps at the top level. The projector's output width is the text model's
+# `hidden_size`, so a tower fits any text config.
+STEP3_VISION: dict[str, Any] = {
+    "vision_config": {
+        "model_type": "step3_vision_encoder",
+        "hidden_size": 1792,
+        # Not in any indexed source: 15360 is derived from the model card's 321B (VLM) - 316B
+        # (LLM) and the paper's "vision encoder of 5 billion parameters" (docs/step3-facts.md).
+        "intermediate_size": 15360,
+        "output_hidden_size": 4096,
+        "num_hidden_layers": 63,
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "image_size": 728,
+        "patch_size": 14,
+        "hidden_act": "quick_gelu",
+    },
+    # 2, not the config class's default 1: the released processor's 169 / 81 embeddings per
+    # 728 / 504 view need a stride-2 `vit_downsampler`.
+    "understand_projector_stride": 2,
+    "projector_bias": True,
 }
 
+# A tiny but complete tower with the released geometry (728 / 504 views, patch 14, stride 2: 169
+# and 81 embeddings per view), so the released processor's output runs through it; awkward sizes
+# (odd head count, the MLP narrower than 4x) as in the text presets.
+TINY_VISION: dict[str, Any] = {
+    "vision_config": {
+        "model_type": "step3_vision_encoder",
+        "hidden_size": 48,
+        "intermediate_size": 88,
+        "output_hidden_size": 40,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 3,
+        "num_channels": 3,
+        "image_size": 728,
+        "patch_size": 14,
+        "hidden_act": "quick_gelu",
+    },
+    "understand_projector_stride": 2,
+    "projector_bias": True,
+}
 
-def vlm_config(text: dict[str, Any]) -> dict[str, Any]:
-    """Wrap a text config in the released VLM nesting (`Step3VLConfig`)."""
-    return {
+# The vision tower that goes with each text preset.
+VISION_PRESETS: dict[str, dict[str, Any]] = {"step3": STEP3_VISION, "tiny": TINY_VISION,
+                                             "stdlib-tiny": TINY_VISION}
+
+
+def vlm_config(text: dict[str, Any], vision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Wrap a text config (and a vision tower, e.g. a VISION_PRESETS entry) in the released VLM
+    nesting (`Step3VLConfig`); without `vision` the config has no tower (text only)."""
+    out = {
         "architectures": ["Step3VLForConditionalGeneration"],
         "model_type": "step3_vl",
         "torch_dtype": text["torch_dtype"],
         "image_token_id": text.get("image_token_id", text["vocab_size"] - 1),
         "text_config": dict(text),
-        "vision_config": {"model_type": "step3_vision_encoder", "hidden_size": 16,
-                          "num_hidden_layers": 1, "patch_size": 4, "image_size": 16},
     }
+    if vision is not None:
+        out.update({k: (dict(v) if isinstance(v, dict) else v) for k, v in vision.items()})
+    return out

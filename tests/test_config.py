@@ -62,9 +62,84 @@ def test_bad_field_is_named(change, field):
 
 
 def test_missing_fields_are_listed():
-    raw = {k: v for k, v in TINY_TEXT.items() if k not in ("share_q_dim", "moe_layers_enum")}
-    with pytest.raises(ConfigError, match="share_q_dim.*moe_layers_enum"):
+    raw = {k: v for k, v in TINY_TEXT.items() if k not in ("share_q_dim", "head_dim")}
+    with pytest.raises(ConfigError, match="head_dim.*share_q_dim|share_q_dim.*head_dim"):
         Step3Config.from_dict(raw)
+
+
+@pytest.mark.parametrize("value", ["absent", None])
+def test_missing_moe_layers_enum_means_every_layer_but_the_first(value):
+    """The reference loaders' fallback (vLLM step3_text.py, SGLang step3_vl.py, the HF remote
+    code): `range(1, num_hidden_layers)` are MoE layers, layer 0 is dense."""
+    raw = {k: v for k, v in STEP3_TEXT.items() if k != "moe_layers_enum"}
+    if value is None:
+        raw["moe_layers_enum"] = None
+    cfg = Step3Config.from_dict(raw)
+    assert cfg.moe_layers == tuple(range(1, 61)) and cfg.dense_layers == (0,)
+    assert Step3Config.from_dict(cfg.to_text_dict()) == cfg
+
+
+def test_eos_token_id_one_or_a_list():
+    one = Step3Config.from_dict(TINY_TEXT)
+    assert one.eos_token_ids == (257,) and one.eos_token_id == 257
+    several = Step3Config.from_dict({**TINY_TEXT, "eos_token_id": [257, 3, 9]})
+    assert several.eos_token_ids == (257, 3, 9)
+    with pytest.raises(ConfigError, match="eos_token_ids"):
+        several.eos_token_id  # a single-id reader must not silently drop ids
+    assert Step3Config.from_dict(several.to_text_dict()) == several
+    assert several.to_text_dict()["eos_token_id"] == [257, 3, 9]
+    none = Step3Config.from_dict({k: v for k, v in TINY_TEXT.items() if k != "eos_token_id"})
+    assert none.eos_token_ids == () and none.eos_token_id is None
+    # Only the VLM's top level has it: read from there.
+    top = Step3Config.from_dict({"text_config": {k: v for k, v in TINY_TEXT.items()
+                                                 if k != "eos_token_id"}, "eos_token_id": [4, 5]})
+    assert top.eos_token_ids == (4, 5)
+
+
+@pytest.mark.parametrize("value", [[1, "2"], [1, 1], [-1], 2.0, [True], {"id": 1}])
+def test_bad_eos_token_id_is_named(value):
+    with pytest.raises(ConfigError, match="`eos_token_id`"):
+        Step3Config.from_dict({**TINY_TEXT, "eos_token_id": value})
+
+
+def test_plural_max_position_embeddings():
+    singular = {k: v for k, v in TINY_TEXT.items() if k != "max_position_embedding"}
+    cfg = Step3Config.from_dict({**singular, "max_position_embeddings": 2048})
+    assert cfg.max_position_embedding == 2048
+    both = Step3Config.from_dict({**TINY_TEXT, "max_position_embeddings": 1024})
+    assert both.max_position_embedding == 1024
+    with pytest.raises(ConfigError, match="`max_position_embedding`.*`max_position_embeddings`"):
+        Step3Config.from_dict({**TINY_TEXT, "max_position_embeddings": 4096})
+
+
+@pytest.mark.parametrize("rope", [None, {}, {"rope_type": "default"}, {"type": "default"},
+                                  {"rope_type": "default", "rope_theta": 10000}])
+@pytest.mark.parametrize("key", ["rope_scaling", "rope_parameters"])
+def test_default_rope_is_accepted(key, rope):
+    cfg = Step3Config.from_dict({**TINY_TEXT, key: rope})
+    assert cfg.rope_theta == 10000
+
+
+def test_rope_theta_from_rope_parameters():
+    raw = {k: v for k, v in TINY_TEXT.items() if k != "rope_theta"}
+    cfg = Step3Config.from_dict({**raw, "rope_parameters": {"rope_type": "default",
+                                                            "rope_theta": 123456.0}})
+    assert cfg.rope_theta == 123456.0
+
+
+@pytest.mark.parametrize("key, rope, match", [
+    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_type 'yarn'"),
+    ("rope_scaling", {"type": "linear", "factor": 2.0}, "rope_type 'linear'"),
+    ("rope_parameters", {"rope_type": "llama3", "factor": 8.0}, "rope_type 'llama3'"),
+    ("rope_scaling", {"rope_type": "default", "factor": 2.0}, "factor"),
+    ("rope_parameters", {"rope_type": "default", "partial_rotary_factor": 0.5}, "partial_rotary"),
+    ("rope_parameters", {"rope_type": "default", "rope_theta": 5}, "disagree"),
+    ("rope_scaling", "yarn", "JSON object"),
+])
+def test_non_default_rope_is_refused(key, rope, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        Step3Config.from_dict({**TINY_TEXT, key: rope})
+    assert f"`{key}" in str(e.value)
 
 
 def test_from_file_errors_name_the_file(tmp_path):

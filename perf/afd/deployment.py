@@ -81,8 +81,11 @@ class Deployment:
 
     @property
     def name(self) -> str:
-        """The paper's notation, e.g. ``2A2F``."""
-        return f"{self.attn_instances}A{self.ffn_instances}F"
+        """The paper's notation for 8-GPU instances, e.g. ``2A2F``; else attention + FFN GPUs
+        (``2+6``)."""
+        if self.attn_gpus == self.ffn_gpus == 8:
+            return f"{self.attn_instances}A{self.ffn_instances}F"
+        return f"{self.attn_gpu_count}+{self.ffn_gpu_count}"
 
     @property
     def attn_gpu_count(self) -> int:
@@ -108,20 +111,29 @@ class Deployment:
         return per_gpu * self.attn_gpu_count
 
     def with_split(self, split: str) -> "Deployment":
-        """A copy with the instance counts of ``split`` (``"3A2F"``)."""
+        """A copy shaped as ``split``: ``"3A2F"`` (instances of 8 GPUs) or ``"2+6"`` (attention
+        and FFN GPUs, one instance each)."""
+        m = _HOST_SPLIT.match(split)
+        if m:
+            a, f = int(m.group(1)), int(m.group(2))
+            if a < 1 or f < 1:
+                raise AfdInputError(f"split {split!r} needs at least one attention and one FFN "
+                                    f"GPU")
+            return replace(self, attn_instances=1, ffn_instances=1, attn_gpus=a, ffn_gpus=f)
         a, f = parse_split(split)
-        return replace(self, attn_instances=a, ffn_instances=f)
+        return replace(self, attn_instances=a, ffn_instances=f, attn_gpus=8, ffn_gpus=8)
 
 
 _SPLIT = re.compile(r"^\s*(\d+)\s*A\s*(\d+)\s*F\s*$", re.IGNORECASE)
+_HOST_SPLIT = re.compile(r"^\s*(\d+)\s*\+\s*(\d+)\s*$")
 
 
 def parse_split(split: str) -> tuple[int, int]:
     """``"2A2F"`` -> ``(2, 2)``; raises for anything else (zero counts included)."""
     m = _SPLIT.match(split)
     if not m:
-        raise AfdInputError(f"split must look like 2A2F (attention and FFN instances), "
-                            f"got {split!r}")
+        raise AfdInputError(f"split must look like 2A2F (attention and FFN instances of 8 GPUs) "
+                            f"or 2+6 (attention and FFN GPUs), got {split!r}")
     a, f = int(m.group(1)), int(m.group(2))
     if a < 1 or f < 1:
         raise AfdInputError(f"split {split!r} needs at least one attention and one FFN instance")

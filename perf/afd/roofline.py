@@ -16,6 +16,10 @@ from .hardware import GIB, Hardware
 from .step3 import Step3Dims
 
 US = 1e6  # microseconds per second
+# lm_head is never quantized (step3_trt/quant/scheme.py NOT_CONVERTED) and the `head` graph runs
+# in the activation dtype, BF16 on GPU: its weights are 2 bytes in every engine, FP8 included.
+HEAD_WEIGHT_BYTES = 2
+LOGIT_BYTES = 4  # the head graph returns float32 logits [S, V]
 
 
 def op_us(nbytes: float, flops: float, bw: float, peak: float) -> float:
@@ -144,20 +148,22 @@ class Roofline:
         return order
 
     def head_us(self, dep: Deployment, per_gpu: int) -> float:
-        """Final norm + lm_head on one attention GPU for one micro-batch (µs); 0 if excluded."""
+        """Final norm + lm_head on one attention GPU for one micro-batch (µs); 0 if excluded.
+        BF16 weights whatever the engine's weight dtype (``HEAD_WEIGHT_BYTES``), float32 logits
+        written."""
         if not self.include_head:
             return 0.0
-        d, wb = self.dims, dep.weight_bytes
-        w = d.vocab * d.hidden
-        return op_us(w * wb, 2.0 * per_gpu * w, self.hw.hbm_bw * self.hbm_eff,
-                     self.hw.gemm_flops(wb) * self.flop_eff)
+        d, w = self.dims, self.dims.vocab * self.dims.hidden
+        nbytes = w * HEAD_WEIGHT_BYTES + per_gpu * (d.hidden * 2 + d.vocab * LOGIT_BYTES)
+        return op_us(nbytes, 2.0 * per_gpu * w, self.hw.hbm_bw * self.hbm_eff,
+                     self.hw.gemm_flops(HEAD_WEIGHT_BYTES) * self.flop_eff)
 
     def capacity(self, dep: Deployment) -> Capacity:
         """KV room on an attention GPU and the FFN weights per FFN GPU (docs §5)."""
         d, wb = self.dims, dep.weight_bytes
         per_layer = d.attn_in_params() * wb + d.attn_out_params() * wb / dep.oproj_tp
         attn_w = d.layers * per_layer + d.moe_layers * d.router_params() * wb \
-            + d.vocab * d.hidden * (2 + wb)  # bf16 embedding + lm_head
+            + d.vocab * d.hidden * (2 + HEAD_WEIGHT_BYTES)  # bf16 embedding and lm_head
         kv_seq = dep.context * d.layers * d.kv_elems_per_token() * dep.kv_bytes
         free = self.hw.memory_bytes - self.reserve_bytes - attn_w
         ffn_w = d.ffn_weight_params_total() * wb / dep.ffn_gpu_count

@@ -1,7 +1,8 @@
 """Step-3 text-decoder dimensions and the per-token byte / FLOP counts derived from them.
 
-Values: shared STEP3.md (the released config.json) and the paper's Table 1. The counts follow
-the paper's accounting (§4.1, Tables 2-3): the linear layers around attention and the FFN
+The dimensions are read from ``Step3Config`` (the released text config is the
+``step3_trt.presets.STEP3_TEXT`` preset; ``Step3Dims.from_config`` takes any other). The counts
+follow the paper's accounting (§4.1, Tables 2-3): the linear layers around attention and the FFN
 cost 2 FLOPs per parameter per token, MFA's core costs 4 FLOPs per query head per head_dim
 element per context token (QK^T and PV), and each context token's KV is 2 x head_dim elements
 per layer. docs/afd-model.md §1 lists each formula.
@@ -11,26 +12,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from step3_trt.config import Step3Config
+from step3_trt.presets import STEP3_TEXT
+
 from .checks import AfdInputError, positive_int
+
+_STEP3 = Step3Config.from_dict(STEP3_TEXT)
 
 
 @dataclass(frozen=True)
 class Step3Dims:
-    """Model dimensions (defaults: the released Step-3)."""
+    """Model dimensions (defaults: the released Step-3, from its config)."""
 
-    hidden: int = 7168
-    layers: int = 61
-    dense_layers: int = 5  # layers 0-3 and 60 (moe_layers_enum "4,...,59")
-    heads: int = 64
-    head_dim: int = 256
-    kv_heads: int = 1
-    q_rank: int = 2048  # share_q_dim
-    experts: int = 48
-    top_k: int = 3
-    expert_inter: int = 5120
-    shared_inter: int = 5120
-    dense_inter: int = 18432
-    vocab: int = 128815
+    hidden: int = _STEP3.hidden_size
+    layers: int = _STEP3.num_hidden_layers
+    dense_layers: int = len(_STEP3.dense_layers)  # layers 0-3 and 60 in Step-3
+    heads: int = _STEP3.num_attention_heads
+    head_dim: int = _STEP3.head_dim
+    kv_heads: int = _STEP3.num_attention_groups
+    q_rank: int = _STEP3.share_q_dim
+    experts: int = _STEP3.moe_num_experts
+    top_k: int = _STEP3.moe_top_k
+    expert_inter: int = _STEP3.moe_intermediate_size
+    shared_inter: int = _STEP3.share_expert_dim
+    dense_inter: int = _STEP3.intermediate_size
+    vocab: int = _STEP3.vocab_size
+
+    @classmethod
+    def from_config(cls, cfg: Step3Config) -> "Step3Dims":
+        """The dimensions of any Step-3-architecture text config."""
+        return cls(hidden=cfg.hidden_size, layers=cfg.num_hidden_layers,
+                   dense_layers=len(cfg.dense_layers), heads=cfg.num_attention_heads,
+                   head_dim=cfg.head_dim, kv_heads=cfg.num_attention_groups,
+                   q_rank=cfg.share_q_dim, experts=cfg.moe_num_experts, top_k=cfg.moe_top_k,
+                   expert_inter=cfg.moe_intermediate_size, shared_inter=cfg.share_expert_dim,
+                   dense_inter=cfg.intermediate_size, vocab=cfg.vocab_size)
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers", "heads", "head_dim", "kv_heads", "q_rank", "experts",

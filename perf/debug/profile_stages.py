@@ -44,22 +44,17 @@ def kernel_table(fn, reps: int = 10, top: int = 12) -> list[dict]:
 
 
 def moe_sweep(x, ids, w, weights, offset) -> list[dict]:
-    from plugins.triton_kernels.moe import moe_experts
+    """moe_experts at every tile config the tuner chooses from."""
+    from plugins.triton_kernels.moe import CONFIGS, moe_experts
     out = []
-    for BM in (64, 128):
-        for warps in (8,):
-            for stages in (3, 4):
-                for split_k in (1, 2):
-                    try:
-                        ms = bench_ms(lambda: moe_experts(x, ids, w, *weights, offset, BM=BM,
-                                                          warps=warps, stages=stages,
-                                                          split_k=split_k), warmup=3, rep=20)
-                    except Exception as e:  # noqa: BLE001 -- out of resources: skip the config
-                        out.append({"BM": BM, "warps": warps, "stages": stages,
-                                    "split_k": split_k, "error": type(e).__name__})
-                        continue
-                    out.append({"BM": BM, "warps": warps, "stages": stages, "split_k": split_k,
-                                "us": ms * 1e3})
+    for cfg in CONFIGS:
+        try:
+            ms = bench_ms(lambda: moe_experts(x, ids, w, *weights, offset, config=cfg), warmup=3,
+                          rep=20)
+        except Exception as e:  # noqa: BLE001 -- out of resources: skip the config
+            out.append({"config": list(cfg), "error": type(e).__name__})
+            continue
+        out.append({"config": list(cfg), "us": ms * 1e3})
     return out
 
 

@@ -131,22 +131,21 @@ def main():
                   f"({100 * row['frac_copy']:.0f}% copy)  {row['tflops']:.0f} TFLOP/s "
                   f"({100 * row['frac_peak']:.0f}% peak) [{row['bound']}]"
                   + (f"  loop x{row['vs_loop']:.2f}" if "vs_loop" in row else ""), flush=True)
-        if (M, E) in ((4096, 48), (128, 48), (128, 3)):  # tile-config sweep, FP8
-            for BM, stages, imp in ((64, 4, None), (128, 3, None), (128, 4, None), (None, None, 32)):
+        if (M, E) in ((4096, 48), (128, 48), (128, 3), (2048, 3)):  # tile-config sweep, FP8
+            for cfg in moe_k.CONFIGS:
                 try:
-                    t = graph_bench([lambda: moe_k.moe_experts(x, ids, tw, *w_fp8, 0, BM=BM, stages=stages,
-                                                               imprecise=imp)])
+                    t = graph_bench([lambda: moe_k.moe_experts(x, ids, tw, *w_fp8, 0, config=cfg)])
                 except Exception as exc:  # noqa: BLE001  (e.g. out of shared memory)
-                    print(f"config BM={BM} s={stages} imprecise={imp}: {type(exc).__name__}")
+                    print(f"config {cfg}: {type(exc).__name__}")
                     continue
-                result["configs"].append({"M": M, "E_local": E, "BM": BM, "stages": stages, "imprecise": imp,
-                                          "ms": t, "tflops": flops / t / 1e9})
+                result["configs"].append({"M": M, "E_local": E, "config": str(cfg), "ms": t,
+                                          "tflops": flops / t / 1e9})
         write_json(args.out, result)
         del x
     print(table(result["rows"], ["M", "E_local", "w", "ms", "tbs", "frac_copy", "tflops", "frac_peak", "bound",
                                  "vs_loop"]))
     if result["configs"]:
-        print(table(result["configs"], ["M", "E_local", "BM", "stages", "imprecise", "ms", "tflops"]))
+        print(table(result["configs"], ["M", "E_local", "config", "ms", "tflops"]))
 
 
 if __name__ == "__main__":

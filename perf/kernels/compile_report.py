@@ -19,6 +19,7 @@ import tempfile
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -26,7 +27,12 @@ from plugins.triton_kernels import fp8, kv_append, mfa, moe  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DIV16 = {"K", "N", "HD", "I", "M", "tokens_per_split"}
-PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+PTXAS, CUOBJDUMP = os.path.join(BIN, "ptxas"), os.path.join(BIN, "cuobjdump")
+# SASS instructions counted per kernel: tensor-core products (QGMMA: FP8 wgmma, HGMMA: 16-bit
+# wgmma, HMMA: mma.sync), global->shared async copies (LDGSTS), byte permutes (PRMT: register
+# transposes / FP8 packing), shared stores (STS) and global loads (LDG)
+SASS_OPS = ("QGMMA", "HGMMA", "HMMA", "LDGSTS", "PRMT", "STS", "LDG")
 
 
 def report(kernel, types, consts, num_warps, num_stages, label):
@@ -39,16 +45,17 @@ def report(kernel, types, consts, num_warps, num_stages, label):
     except Exception as exc:  # noqa: BLE001
         print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[:400]}")
         return
-    ptx = k.asm["ptx"]
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    res = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull],
-                         capture_output=True, text=True).stderr
-    os.unlink(f.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+        with open(ptx, "w") as f:
+            f.write(k.asm["ptx"])
+        res = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", cubin],
+                             capture_output=True, text=True).stderr
+        sass = subprocess.run([CUOBJDUMP, "--dump-sass", cubin], capture_output=True, text=True).stdout
     regs = re.search(r"Used (\d+) registers", res)
     spill = re.search(r"(\d+) bytes spill stores", res)
-    ops = " ".join(f"{op.split('.')[0]}={len(re.findall(re.escape(op), ptx))}"
-                   for op in ("wgmma.mma_async", "mma.sync", "cp.async", "ld.global"))
+    counts = {op: len(re.findall(rf"\b{op}\b", sass)) for op in SASS_OPS}
+    ops = " ".join(f"{op}={n}" for op, n in counts.items())
     print(f"{label:48s} smem={k.metadata.shared // 1024:4d}KB regs={regs.group(1) if regs else '?':>3s} "
           f"spill={spill.group(1) if spill else '?':>4s}B {ops}")
 
@@ -61,9 +68,11 @@ def main():
             kv = f8 if is_fp8 else bf
             t = {"q_ptr": bf, "k_ptr": kv, "v_ptr": kv, "bt_ptr": "*i32", "seq_ptr": "*i32", "len_ptr": "*i32",
                  "ks_ptr": "*fp32", "vs_ptr": "*fp32", "o_ptr": bf, "lse_ptr": "*fp32", "qk_scale": "fp32"}
-            report(mfa._attn_split_kernel, t, dict(BS=16, D=256, BLOCK_H=64, BLOCK_N=bn, DECODE=True,
-                                                   K_SCALE=int(is_fp8), V_SCALE=int(is_fp8), ONE_SPLIT=False),
-                   w, s, f"attn {'fp8' if is_fp8 else 'bf16'} cfg={cfg}")
+            for bs in (64, 16) if is_fp8 else (16,):
+                report(mfa._attn_split_kernel, t, dict(BS=bs, D=256, BLOCK_H=64, BLOCK_N=bn, DECODE=True,
+                                                       K_SCALE=int(is_fp8), V_SCALE=int(is_fp8),
+                                                       ONE_SPLIT=False, FP8=is_fp8),
+                       w, s, f"attn {'fp8' if is_fp8 else 'bf16'} BS={bs} cfg={cfg}")
     report(mfa._merge_kernel, {"po_ptr": bf, "lse_ptr": "*fp32", "o_ptr": bf}, dict(BLOCK_D=64, BLOCK_S=64),
            4, 3, "merge")
     report(kv_append._kv_append_kernel, {"k_ptr": bf, "v_ptr": bf, "kc_ptr": f8, "vc_ptr": f8, "slot_ptr": "*i64",
@@ -78,19 +87,21 @@ def main():
                    8 if BM == 128 else 4, 4, f"fp8_linear BM=BN={BM} block={wb}")
     for is_fp8 in (True, False):
         dt = f8 if is_fp8 else bf
-        for BM, BN1, stages, imp in ((64, 128, 4, None), (64, 64, 4, None), (128, 128, 3, None), (64, 128, 4, 32)):
-            BK = 128 if is_fp8 else 64
-            if not is_fp8 and imp:
-                continue
-            c = dict(FP8_W=is_fp8, W_BLOCK=is_fp8, IMPRECISE=imp, BM=BM, BK=BK)
+        BK = 128 if is_fp8 else 64
+        for BM, warps, stages in moe.CONFIGS:
+            c = dict(FP8_W=is_fp8, W_BLOCK=is_fp8, IMPRECISE=None, BM=BM, BK=BK)
+            name = f"{'fp8' if is_fp8 else 'bf16'} BM={BM} w={warps} s={stages}"
             report(moe._moe_up_kernel, {"x_ptr": dt, "xs_ptr": "*fp32", "wg_ptr": dt, "wu_ptr": dt,
-                                        "sg_ptr": "*fp32", "su_ptr": "*fp32", "h_ptr": bf, "sorted_ptr": "*i32",
-                                        "bexp_ptr": "*i32"}, dict(c, BN=BN1), 8, stages,
-                   f"moe_up {'fp8' if is_fp8 else 'bf16'} BM={BM} BN={BN1} s={stages} imprecise={imp}")
+                                        "sg_ptr": "*fp32", "su_ptr": "*fp32", "h_ptr": dt, "hs_ptr": "*fp32",
+                                        "sorted_ptr": "*i32", "bexp_ptr": "*i32"},
+                   dict(c, BN=128 if is_fp8 or BM < 128 else 64, H_DTYPE=tl.bfloat16), warps, stages,
+                   f"moe_up {name}")
             report(moe._moe_down_kernel, {"h_ptr": dt, "hs_ptr": "*fp32", "wd_ptr": dt, "sd_ptr": "*fp32",
-                                          "tw_ptr": "*bf16", "out_ptr": "*fp32", "sorted_ptr": "*i32",
-                                          "bexp_ptr": "*i32"}, dict(c, BN=128), 8, stages,
-                   f"moe_down {'fp8' if is_fp8 else 'bf16'} BM={BM} s={stages} imprecise={imp}")
+                                          "tw_ptr": "*bf16", "y_ptr": "*fp32", "sorted_ptr": "*i32",
+                                          "bexp_ptr": "*i32"}, dict(c, BN=128), warps, stages,
+                   f"moe_down {name}")
+    report(moe._moe_sum_kernel, {"y_ptr": "*fp32", "row_ptr": "*i32", "out_ptr": bf},
+           dict(TOPK=3, BLOCK=1024), 4, 1, "moe_sum")
 
 
 if __name__ == "__main__":

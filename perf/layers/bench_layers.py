@@ -1,7 +1,11 @@
 """Step-3 layers at full width on one GPU: one attention step and one FFN step per layer, timed
 through the engines' own graphs (exported and compiled as `build` does for `graph_format:
-exported`), BF16 and FP8, eager and under CUDA graphs, each against its byte/FLOP floor from
-ceilings measured in the same run.
+exported`), BF16 and FP8, eager and under CUDA graphs, each against its byte floor and its FLOP
+floor from ceilings measured in the same run (copy bandwidth; BF16 or FP8 GEMM peak).
+
+Bytes: weights (with scales), the K/V cache read, the activations in and out, each once.
+FLOPs: 2 per multiply-add of every linear layer and, for attention, of QK^T and P.V over the
+context; an FFN rank's routed experts count only the (token, expert) pairs it owns in the inputs.
 
     python perf/layers/bench_layers.py --out perf/results/layers_h100.json
 
@@ -83,6 +87,20 @@ def nbytes(tensors, names) -> int:
     return sum(tensors[n].numel() * tensors[n].element_size() for n in names)
 
 
+def matmul_params(tensors, names) -> int:
+    """Multiply-adds per token of the linear layers among `names` (2-D and stacked 3-D weights)."""
+    return sum(tensors[n].numel() for n in names
+               if tensors[n].dim() >= 2 and "rope" not in n and not n.endswith("scale"))
+
+
+def floors(nbytes_: int, flops: float, ceil: dict, fp8: bool) -> dict:
+    """Byte and FLOP floors (µs) from the measured ceilings; the larger is the floor."""
+    byte_us = nbytes_ / (ceil["copy_tbs"] * 1e12) * 1e6
+    flop_us = flops / ((ceil["fp8_tflops"] if fp8 else ceil["bf16_tflops"]) * 1e12) * 1e6
+    return {"bytes": nbytes_, "flops": flops, "byte_floor_us": byte_us, "flop_floor_us": flop_us,
+            "floor_us": max(byte_us, flop_us), "bound": "bytes" if byte_us >= flop_us else "flops"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="perf/results/layers_h100.json")
@@ -95,7 +113,7 @@ def main() -> None:
     contexts = [int(c) for c in args.contexts.split(",")]
     tokens = [int(t) for t in args.ffn_tokens.split(",")]
     info, ceil = device_info(), measure_ceilings()
-    bw, work = ceil["copy_tbs"] * 1e12, Path(tempfile.mkdtemp(prefix="layers-"))
+    work = Path(tempfile.mkdtemp(prefix="layers-"))
     bf16 = layer_tensors(cfg, FFN_GPUS)
     rows, result = [], {"device": info, "ceilings": ceil, "points": []}
     for fp8 in (False, True):
@@ -106,7 +124,12 @@ def main() -> None:
         moe = compiled("ffn_moe", cfg, tensors, fp8, work)
         dense = compiled("ffn_dense", cfg, tensors, fp8, work)
         sig, _ = signature("attn_decode", fp8)
-        w_attn = nbytes(tensors, [t.format(layer=0) for t in sig.weights if "rope" not in t])
+        r_sig, _ = signature("router", False)
+        names = [t.format(layer=0) for t in sig.weights if "rope" not in t]
+        r_names = [t.format(layer=0) for t in r_sig.weights]
+        w_attn = nbytes(tensors, names) + nbytes(tensors, r_names)
+        macs = matmul_params(tensors, names) + matmul_params(tensors, r_names)
+        Hd, heads, D = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
         grid = []
         for B in batches:
             line = []
@@ -114,27 +137,34 @@ def main() -> None:
                 inp = attention_inputs(cfg, B, L, torch.float8_e4m3fn if fp8 else torch.bfloat16)
                 eager = bench_ms(lambda: router(attn(*inp)[1]), warmup=3, rep=20)
                 ms = graph_ms(lambda *a: router(attn(*a)[1]), inp)
-                floor = (w_attn + B * L * 2 * cfg.head_dim * kvb) / bw * 1e3
+                f = floors(w_attn + B * L * 2 * D * kvb + 3 * B * Hd * 2,  # x in; h, y out
+                           2 * B * macs + 4 * B * heads * L * D, ceil, fp8)
                 line.append(ms * 1e3)
                 rows.append({"dtype": tag, "stage": "attention", "B/T": B, "ctx": L,
-                             "eager_us": eager * 1e3, "graph_us": ms * 1e3,
-                             "floor_us": floor * 1e3, "of_floor": floor / ms})
+                             "eager_us": eager * 1e3, "graph_us": ms * 1e3, **f,
+                             "of_floor": f["floor_us"] / (ms * 1e3)})
                 del inp
             grid.append(line)
         ffn_tables = []
         for kind, fn in (("moe", moe), ("dense", dense)):
             sig, _ = signature(f"ffn_{kind}", fp8)
-            w_ffn = nbytes(tensors, [t.format(layer=0) for t in sig.weights])
+            names = [t.format(layer=0) for t in sig.weights]
+            w_ffn = nbytes(tensors, names)
+            experts = [n for n in names if ".moe." in n and tensors[n].dim() == 3]
+            per_token = matmul_params(tensors, [n for n in names if n not in experts])
+            per_pair = matmul_params(tensors, experts) // max(1, cfg.moe_num_experts // FFN_GPUS)
             us = []
             for T in tokens:
                 inp = ffn_inputs(cfg, T, kind == "moe")
                 eager = bench_ms(lambda: fn(*inp), warmup=3, rep=20)
                 ms = graph_ms(fn, inp)
-                floor = w_ffn / bw * 1e3
+                pairs = int((inp[2] < cfg.moe_num_experts // FFN_GPUS).sum()) if kind == "moe" else 0
+                f = floors(w_ffn + 2 * T * cfg.hidden_size * 2,  # y in, out
+                           2 * (T * per_token + pairs * per_pair), ceil, fp8)
                 us.append(ms * 1e3)
                 rows.append({"dtype": tag, "stage": f"ffn_{kind}", "B/T": T, "ctx": "",
-                             "eager_us": eager * 1e3, "graph_us": ms * 1e3,
-                             "floor_us": floor * 1e3, "of_floor": floor / ms})
+                             "eager_us": eager * 1e3, "graph_us": ms * 1e3, **f,
+                             "of_floor": f["floor_us"] / (ms * 1e3)})
             ffn_tables.append({"ffn_gpus": FFN_GPUS, "kind": kind, "tokens": tokens, "us": us})
         result[tag] = {"format": "step3-afd-layers/1", "device": info["gpu"], "kv_bytes": kvb,
                        "weight_bytes": kvb, "attention": {"tokens": batches, "context": contexts,
@@ -143,8 +173,8 @@ def main() -> None:
                        "notes": "perf/layers/bench_layers.py: engine graphs under CUDA graphs; "
                                 "attention = attn_decode + router; FFN = one of 16 EP ranks"}
         print(table([r for r in rows if r["dtype"] == tag],
-                    ["dtype", "stage", "B/T", "ctx", "eager_us", "graph_us", "floor_us",
-                     "of_floor"]), flush=True)
+                    ["dtype", "stage", "B/T", "ctx", "eager_us", "graph_us", "byte_floor_us",
+                     "flop_floor_us", "bound", "of_floor"]), flush=True)
         write_json(args.out, {**result, "points": rows})
         del attn, router, moe, dense
         torch.cuda.empty_cache()

@@ -14,7 +14,9 @@ _SCALE_DOC = "float32 dequantization scale of an FP8 cache: [1] (per tensor) or 
 
 def _cache_inputs() -> tuple[TensorSpec, ...]:
     return (TensorSpec("k_cache", _CACHE, ("NB", "BS", "D"), doc="paged key cache"),
-            TensorSpec("v_cache", _CACHE, ("NB", "BS", "D"), doc="paged value cache"))
+            TensorSpec("v_cache", _CACHE, ("NB", "BS", "D"),
+                       doc="paged value cache; FP8: each block's bytes hold V^T [D, BS] "
+                           "(op version 2)"))
 
 
 def _scales() -> tuple[TensorSpec, ...]:
@@ -35,7 +37,8 @@ MFA_DECODE = PluginSpec(
             *_scales()),
     outputs=(TensorSpec("out", _ACT, ("S", "H", "D")),),
     attributes=(_SM_SCALE,),
-    summary="paged MFA decode attention: H query heads over one shared K/V head",
+    summary="paged MFA decode attention: H query heads over one shared K/V head; FP8 caches: "
+            "QK^T and P.V in e4m3 (op version 2, plugins/mfa.py)",
     output_dtype_rule="out: q's dtype", shape_rule="out: q's shape")
 
 MFA_PREFILL = PluginSpec(
@@ -48,7 +51,8 @@ MFA_PREFILL = PluginSpec(
             *_scales()),
     outputs=(TensorSpec("out", _ACT, ("T", "H", "D")),),
     attributes=(_SM_SCALE,),
-    summary="causal chunked-prefill MFA attention over the paged cache (varlen)",
+    summary="causal chunked-prefill MFA attention over the paged cache (varlen); FP8 caches as "
+            "MfaDecode",
     output_dtype_rule="out: q's dtype", shape_rule="out: q's shape")
 
 KV_APPEND = PluginSpec(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from plugins._common import FP8
 from plugins.triton_kernels.mfa import _scale_mode
 
 
@@ -12,7 +13,8 @@ from plugins.triton_kernels.mfa import _scale_mode
 def _kv_append_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, ks_ptr, vs_ptr, stride_k, stride_v,
                       stride_kb, stride_kt, stride_vb, stride_vt,
                       BS: tl.constexpr, D: tl.constexpr, SCALE: tl.constexpr, QUANT: tl.constexpr):
-    """Program t writes k[t], v[t] into cache slot slot[t] (skipped when negative)."""
+    """Program t writes k[t], v[t] into cache slot slot[t] (skipped when negative). QUANT (FP8
+    caches): clamp to +-448, and V goes to its block's transposed layout (d * BS + offset)."""
     t = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + t).to(tl.int64)
     if slot >= 0:
@@ -31,7 +33,10 @@ def _kv_append_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, ks_ptr, vs_ptr, st
             k = tl.minimum(tl.maximum(k, -448.0), 448.0)
             v = tl.minimum(tl.maximum(v, -448.0), 448.0)
         tl.store(kc_ptr + blk * stride_kb + off * stride_kt + d, k.to(kc_ptr.dtype.element_ty))
-        tl.store(vc_ptr + blk * stride_vb + off * stride_vt + d, v.to(vc_ptr.dtype.element_ty))
+        if QUANT:
+            tl.store(vc_ptr + blk * stride_vb + d * BS + off, v.to(vc_ptr.dtype.element_ty))
+        else:
+            tl.store(vc_ptr + blk * stride_vb + off * stride_vt + d, v.to(vc_ptr.dtype.element_ty))
 
 
 def kv_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale) -> None:
@@ -39,7 +44,7 @@ def kv_append(k, v, k_cache, v_cache, slot_mapping, k_scale, v_scale) -> None:
     if T == 0:
         return
     NB, BS, _ = k_cache.shape
-    quant = k_cache.element_size() == 1
+    quant = k_cache.dtype == FP8
     mode, ks = _scale_mode(k_scale, NB)
     vmode, vs = _scale_mode(v_scale, NB)
     assert mode == vmode, "kv_append: k_scale and v_scale must have the same layout"

@@ -15,9 +15,69 @@ import torch
 import triton
 import triton.language as tl
 
-from plugins._common import cdiv, next_pow2, sm_count
+from plugins._common import FP8, cdiv, next_pow2, sm_count
+from plugins.mfa import LOG2E, P_OFFSET
+from plugins.triton_kernels.timing import time_ms
 
-LOG2E = 1.4426950408889634
+_P_OFFSET = tl.constexpr(P_OFFSET)
+
+
+@triton.jit
+def _fp8_tile(q, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row, ks_ptr, vs_ptr,
+              stride_kb, stride_kt, stride_vb, BS: tl.constexpr, D: tl.constexpr,
+              BLOCK_N: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
+              MASKED: tl.constexpr, IN_BLOCK: tl.constexpr):
+    """One BLOCK_N-token tile of the FP8 path: online-softmax update of (m_i, l_i, acc).
+
+    IN_BLOCK (BS % BLOCK_N == 0): the tile lies in one cache block, so its V^T rows are
+    BLOCK_N contiguous bytes (16-byte vector loads straight into shared memory); otherwise each
+    token's block is gathered. MASKED: the split's last, partial tile (tokens >= end masked);
+    full tiles load unmasked, so the V^T loads keep their width along the token dimension.
+    The e4m3 P.V product runs transposed, O^T += V^T P^T (acc [D, BLOCK_H]): both operands come
+    from shared memory (V^T as loaded, K-major; P^T stored by the program). The direct form
+    P V, with P as the register operand of the FP8 wgmma, gave wrong results on an H200
+    (Triton 3.6) where the same code was right in the interpreter and with 16 heads (mma.sync).
+    """
+    offs_d = tl.arange(0, D)
+    t = t0 + tl.arange(0, BLOCK_N)
+    t_ok = t < end
+    if IN_BLOCK:
+        blk = tl.load(bt_row + t0 // BS).to(tl.int64)
+        slot = tl.multiple_of(t0 % BS, BLOCK_N) + tl.arange(0, BLOCK_N)
+    else:
+        blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
+        slot = t % BS
+    k_rows = blk * stride_kb + slot * stride_kt  # [BLOCK_N]
+    v_cols = blk * stride_vb + slot  # [BLOCK_N]: token j, dim d of V^T at + d * BS
+    if MASKED:
+        k = tl.load(k_ptr + k_rows[:, None] + offs_d[None, :], mask=t_ok[:, None], other=0.0)
+        vt = tl.load(v_ptr + v_cols[None, :] + offs_d[:, None] * BS, mask=t_ok[None, :], other=0.0)
+    else:
+        k = tl.load(k_ptr + k_rows[:, None] + offs_d[None, :])
+        vt = tl.load(v_ptr + v_cols[None, :] + offs_d[:, None] * BS)  # [D, BLOCK_N]
+    s = tl.dot(q, tl.trans(k)) * row_scale[:, None]  # [BLOCK_H, BLOCK_N] float32, e4m3 operands
+    if K_SCALE == 2:
+        if IN_BLOCK:
+            s = s * tl.load(ks_ptr + blk)
+        else:
+            s = s * tl.load(ks_ptr + blk, mask=t_ok, other=0.0)[None, :]
+    if MASKED:
+        s = tl.where(t_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.math.ceil(tl.max(s, 1)) - _P_OFFSET)
+    alpha = tl.exp2(m_i - m_new)  # a whole power of two
+    p = tl.exp2(s - m_new[:, None])  # (0, 2^P_OFFSET]
+    if V_SCALE == 2:
+        if IN_BLOCK:
+            vs = tl.load(vs_ptr + blk)
+        else:
+            vs = tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot((p * vs).to(tl.float16), tl.trans(vt.to(tl.float16)))
+    else:  # acc is O^T [D, BLOCK_H]: V^T (shared memory, K-major) x P^T, both e4m3
+        p8 = p.to(tl.float8e4nv)
+        l_i = l_i * alpha + tl.sum(p8.to(tl.float32), 1)
+        acc = acc * alpha[None, :] + tl.dot(vt, tl.trans(p8))
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -27,7 +87,7 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
                        stride_or, stride_os, stride_oh, stride_lr, stride_ls,
                        BS: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                        DECODE: tl.constexpr, K_SCALE: tl.constexpr, V_SCALE: tl.constexpr,
-                       ONE_SPLIT: tl.constexpr):
+                       ONE_SPLIT: tl.constexpr, FP8: tl.constexpr):
     """Program (row r, split sp): heads of query row r against split sp of its sequence's
     kv_len cache tokens. A row uses min(#programs on axis 1, cdiv(kv_len, min_tokens)) equal
     splits (rounded to BLOCK_N); programs past them write an empty split. The grid is sized for
@@ -39,6 +99,10 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
     (causal prefill: position + 1). K_SCALE / V_SCALE: 0 none, 1 per tensor, 2 per cache block.
     ONE_SPLIT: write the normalized output; else the split's normalized output and its
     log2-sum-exp for the merge kernel.
+    FP8 (e4m3 caches, plugins/mfa.py's FP8 numerics): q quantized per head row; QK^T and P.V
+    as e4m3 tensor-core products (per-block V scales: P.V in fp16); the running max is an
+    integer (minus P_OFFSET), so P's e4m3 rounding does not depend on tile or split bounds; V's
+    blocks are stored transposed ([D, BS] per block, stride_vt unused); see `_fp8_tile`.
     """
     r = tl.program_id(0)
     sp = tl.program_id(1)
@@ -63,37 +127,61 @@ def _attn_split_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, seq_ptr, len_ptr, ks_ptr, vs
         v_scalar = tl.load(vs_ptr)
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
+    if FP8 and V_SCALE != 2:
+        acc = tl.zeros([D, BLOCK_H], dtype=tl.float32)  # O^T (see _fp8_tile)
+    else:
+        acc = tl.zeros([BLOCK_H, D], dtype=tl.float32)
     bt_row = bt_ptr + seq.to(tl.int64) * stride_bt
-    for t0 in range(start, end, BLOCK_N):
-        t = t0 + tl.arange(0, BLOCK_N)
-        t_ok = t < end
-        blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
-        slot = t % BS
-        k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k.to(q.dtype)))  # [BLOCK_H, BLOCK_N] float32
+    if FP8:  # the fp8_quantize rule per head row (IEEE divisions, as the reference)
+        qf = q.to(tl.float32)
+        q_s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(qf), 1), 1e-12), 448.0)
+        q8 = tl.minimum(tl.maximum(tl.math.div_rn(qf, q_s[:, None]), -448.0), 448.0).to(tl.float8e4nv)
+        row_scale = q_s * qk_scale
         if K_SCALE == 1:
-            s = s * (k_scalar * qk_scale)
-        elif K_SCALE == 2:
-            s = s * (tl.load(ks_ptr + blk, mask=t_ok, other=0.0) * qk_scale)[None, :]
-        else:
-            s = s * qk_scale
-        s = tl.where(t_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
-                    mask=t_ok[:, None], other=0.0)
-        if V_SCALE == 1:
-            p = p * v_scalar
-        elif V_SCALE == 2:
-            p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
-        m_i = m_new
+            row_scale = row_scale * k_scalar
+        full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
+        for t0 in range(start, full_end, BLOCK_N):
+            m_i, l_i, acc = _fp8_tile(q8, row_scale, m_i, l_i, acc, t0, end, k_ptr, v_ptr, bt_row,
+                                      ks_ptr, vs_ptr, stride_kb, stride_kt, stride_vb, BS, D, BLOCK_N,
+                                      K_SCALE, V_SCALE, False, BS % BLOCK_N == 0)
+        if full_end < end:
+            m_i, l_i, acc = _fp8_tile(q8, row_scale, m_i, l_i, acc, full_end, end, k_ptr, v_ptr,
+                                      bt_row, ks_ptr, vs_ptr, stride_kb, stride_kt, stride_vb, BS, D,
+                                      BLOCK_N, K_SCALE, V_SCALE, True, BS % BLOCK_N == 0)
+    else:
+        for t0 in range(start, end, BLOCK_N):
+            t = t0 + tl.arange(0, BLOCK_N)
+            t_ok = t < end
+            blk = tl.load(bt_row + t // BS, mask=t_ok, other=0).to(tl.int64)
+            slot = t % BS
+            k = tl.load(k_ptr + (blk * stride_kb + slot * stride_kt)[:, None] + offs_d[None, :],
+                        mask=t_ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k.to(q.dtype)))  # [BLOCK_H, BLOCK_N] float32
+            if K_SCALE == 1:
+                s = s * (k_scalar * qk_scale)
+            elif K_SCALE == 2:
+                s = s * (tl.load(ks_ptr + blk, mask=t_ok, other=0.0) * qk_scale)[None, :]
+            else:
+                s = s * qk_scale
+            s = tl.where(t_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_ptr + (blk * stride_vb + slot * stride_vt)[:, None] + offs_d[None, :],
+                        mask=t_ok[:, None], other=0.0)
+            if V_SCALE == 1:
+                p = p * v_scalar
+            elif V_SCALE == 2:
+                p = p * tl.load(vs_ptr + blk, mask=t_ok, other=0.0)[None, :]
+            acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+            m_i = m_new
+    if FP8 and V_SCALE != 2:
+        acc = tl.trans(acc)
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
+    if FP8 and V_SCALE == 1:
+        out = out * v_scalar
     o_ptrs = o_ptr + r.to(tl.int64) * stride_or + sp * stride_os + offs_h[:, None] * stride_oh \
         + offs_d[None, :]
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
@@ -142,8 +230,11 @@ def pick_splits(rows: int, max_ctx: int, block_n: int, programs: int, min_tokens
 # (BLOCK_N, num_warps, num_stages, programs per SM). Offline sm_90 compiles (perf/kernels/
 # compile_report.py): none spills; the 4-warp ones fit two programs per SM (<= 113 KB shared,
 # <= 256 registers x 128 threads).
+# FP8 tiles are 32 or 64 tokens wide: the e4m3 P.V product needs K >= 32, and a tile inside one
+# 64-token cache block (the GPU configs' block size) reads V^T rows as contiguous vectors; 8 warps
+# (4-warp FP8 programs spill 1.4 KB: the [64, 256] float32 accumulator takes 128 registers each).
 CONFIGS = {False: [(64, 8, 2, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 3, 1)],
-           True: [(64, 8, 3, 1), (32, 4, 3, 2), (16, 4, 4, 2), (64, 8, 2, 1), (32, 8, 3, 1)]}
+           True: [(64, 8, 3, 1), (32, 8, 3, 1), (64, 8, 2, 1)]}
 _chosen: dict = {}
 
 
@@ -182,26 +273,13 @@ def _launch(cfg, q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmo
         sm_scale * LOG2E, H, min_tokens, q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1),
         v_cache.stride(0), v_cache.stride(1), block_tables.stride(0), *so,
         BS=BS, D=D, BLOCK_H=max(16, next_pow2(H)), BLOCK_N=block_n, DECODE=decode, K_SCALE=kmode,
-        V_SCALE=vmode, ONE_SPLIT=one, num_warps=warps, num_stages=stages)
+        V_SCALE=vmode, ONE_SPLIT=one, FP8=k_cache.dtype == FP8, num_warps=warps, num_stages=stages)
     if not one:
         block_d = min(D, 64)
         _merge_kernel[(R, H, D // block_d)](po, lse, out, splits, po.stride(0), po.stride(1), po.stride(2),
                                             lse.stride(0), lse.stride(1), out.stride(0), out.stride(1),
                                             BLOCK_D=block_d, BLOCK_S=min(64, next_pow2(splits)), num_warps=4)
     return out
-
-
-def _time_ms(fn, reps: int = 5) -> float:
-    """GPU milliseconds per fn(): a ~1 ms device sleep first lets the host queue every launch, so
-    host-side launch cost does not leak into the timing of small problems."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda._sleep(2_000_000)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scale, *, seq_lens=None,
@@ -218,7 +296,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
     lens = seq_lens if row_seq is None else row_len
     kmode, ks = _scale_mode(k_scale, k_cache.shape[0])
     vmode, vs = _scale_mode(v_scale, k_cache.shape[0])
-    fp8 = k_cache.element_size() == 1
+    fp8 = k_cache.dtype == FP8
     args = (q, k_cache, v_cache, block_tables, sm_scale, ks, kmode, vs, vmode, lens, row_seq, tokens_per_split)
     if config is not None:
         return _launch(config, *args)
@@ -238,7 +316,7 @@ def paged_attention(q, k_cache, v_cache, block_tables, sm_scale, k_scale, v_scal
             continue
         if not tune:
             return out
-        ms = _time_ms(lambda: _launch(cfg, *args))
+        ms = time_ms(lambda: _launch(cfg, *args))
         if ms < best_ms:
             best, best_ms = cfg, ms
     if best is None:

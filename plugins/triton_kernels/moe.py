@@ -8,10 +8,13 @@
    gathered x tile), rounded to x.dtype, one row per sorted assignment; FP8: the tile is 128
    wide, so each of its rows is one 1x128 group of h, quantized in the epilogue with the
    `fp8_quantize` rule (the same bits as quantizing the stored h afterwards).
-3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, atomically added (float32) into out[token];
-   optionally split over K (split_k) when few (expert, N-tile) programs would leave SMs idle.
+3. `_moe_down_kernel`: y = (h Wd^T) * routing weight, one float32 row per sorted assignment.
+4. `_moe_sum_kernel`: out[m] = sum over token m's owned slots of its y rows (float32, slot
+   order), written once in x.dtype; tokens with no owned slot get zeros. (No float32 zero-fill
+   of [M, Hd], no atomics, no conversion pass: only the owned assignments' rows are touched.)
 FP8 weights use FP8 `tl.dot` over 128-wide K slices, scaled per slice by the activation group
 scale (and the 128x128 weight block scale), or by a per-channel weight scale in the epilogue.
+Tile configs (`CONFIGS`: BM, warps, stages) are tuned per shape bucket on the first eager call.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import torch
 import triton
 import triton.language as tl
 
-from plugins._common import FP8, GROUP, cdiv
+from plugins._common import FP8, GROUP, cdiv, next_pow2
 from plugins.triton_kernels.fp8 import quantize_groups, quantize_rows
+from plugins.triton_kernels.timing import time_ms
 
 
 @triton.jit
@@ -87,14 +91,13 @@ def _moe_up_kernel(x_ptr, xs_ptr, wg_ptr, wu_ptr, sg_ptr, su_ptr, h_ptr, hs_ptr,
 
 
 @triton.jit
-def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr, bexp_ptr,
-                     A, TOPK, E, I, HD, GI, stride_h, stride_hs, stride_we, stride_wn,
-                     stride_se, stride_sn, stride_o, k_slices,
+def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, y_ptr, sorted_ptr, bexp_ptr,
+                     A, E, I, HD, stride_h, stride_hs, stride_we, stride_wn,
+                     stride_se, stride_sn, stride_y,
                      FP8_W: tl.constexpr, W_BLOCK: tl.constexpr, IMPRECISE: tl.constexpr,
                      BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_b = tl.program_id(0)
     pid_n = tl.program_id(1)
-    pid_k = tl.program_id(2)  # split-K: this program sums K slices [pid_k*k_slices, +k_slices)
     e = tl.load(bexp_ptr + pid_b)
     if e < E:
         rows = pid_b * BM + tl.arange(0, BM)
@@ -109,8 +112,7 @@ def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr,
         s_off = e64 * stride_se + ((pid_n * BN) // 128) * stride_sn
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         hs = tl.zeros([BM], dtype=tl.float32)
-        kg_end = tl.minimum((pid_k + 1) * k_slices, tl.cdiv(I, BK))
-        for kg in range(pid_k * k_slices, kg_end):
+        for kg in range(0, tl.cdiv(I, BK)):
             k = kg * BK + offs_k
             a = tl.load(h_rows + k[None, :], mask=k[None, :] < I, other=0.0)
             if FP8_W:
@@ -121,19 +123,35 @@ def _moe_down_kernel(h_ptr, hs_ptr, wd_ptr, sd_ptr, tw_ptr, out_ptr, sorted_ptr,
             acc = acc * tl.load(sd_ptr + e64 * stride_se + offs_n, mask=n_ok, other=0.0)[None, :]
         tw = tl.load(tw_ptr + a_id, mask=row_ok, other=0.0).to(tl.float32)
         acc = acc * tw[:, None]
-        tok = (a_id // TOPK).to(tl.int64)
-        tl.atomic_add(out_ptr + tok[:, None] * stride_o + offs_n[None, :], acc,
-                      mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
+        tl.store(y_ptr + rows.to(tl.int64)[:, None] * stride_y + offs_n[None, :], acc,
+                 mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _moe_sum_kernel(y_ptr, row_ptr, out_ptr, HD, stride_y, stride_o, TOPK: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """Program (token m, column block): out[m] = sum_k y[row[m, k]] over owned slots (row >= 0)."""
+    m = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < HD
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for k in tl.static_range(TOPK):
+        row = tl.load(row_ptr + m * TOPK + k)
+        if row >= 0:
+            acc += tl.load(y_ptr + row.to(tl.int64) * stride_y + offs, mask=ok, other=0.0)
+    tl.store(out_ptr + m * stride_o + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
-    """Sorted, BM-padded assignment order -> (sorted_ids [rows], block_expert [blocks]).
+    """Sorted, BM-padded assignment order -> (sorted_ids [rows], block_expert [blocks],
+    row_of [A]).
 
     sorted_ids holds assignment indices m*K+k (A = M*K marks padding); block_expert[b] is the
-    local expert of rows b*BM..(b+1)*BM-1, or E for unused blocks.
+    local expert of rows b*BM..(b+1)*BM-1, or E for unused blocks; row_of[a] is the sorted row
+    of assignment a, or -1 where another rank owns its expert.
     """
     E, A, dev = num_local, ids.numel(), ids.device
     local = ids.reshape(-1).long() - offset
@@ -152,7 +170,8 @@ def route(ids: torch.Tensor, num_local: int, offset: int, BM: int):
     sorted_ids.scatter_(0, dest, torch.arange(A, dtype=torch.int32, device=dev))
     block_end = torch.cumsum(blocks, 0)
     block_expert = torch.searchsorted(block_end, torch.arange(max_blocks, device=dev), right=True)
-    return sorted_ids[:-1], block_expert.to(torch.int32)
+    row_of = torch.where(local < E, dest, -1).to(torch.int32)
+    return sorted_ids[:-1], block_expert.to(torch.int32), row_of
 
 
 def _wscale(s, E, out):
@@ -163,18 +182,23 @@ def _wscale(s, E, out):
     return s.contiguous(), s.dim() == 3
 
 
-def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None, stages=None,
-                imprecise=None, split_k=1):
+# (BM, num_warps, num_stages): the tuning candidates, first = the untuned default (one 8-warp
+# program per SM, 160 KB of FP8 buffers); BM < 64 runs mma.sync instead of wgmma (fewer padding
+# rows when an expert gets few tokens) and fits two 4-warp programs per SM (<= 108 KB shared).
+# Offline sm_90 compiles: perf/kernels/compile_report.py; measured picks: docs/plugins-perf.md.
+CONFIGS = [(64, 8, 4), (64, 8, 3), (64, 4, 3), (32, 4, 4), (16, 4, 4), (128, 8, 3)]
+_chosen: dict = {}
+
+
+def _launch(cfg, x, ids, tw, wg, wu, wd, sg, su, sd, offset, imprecise):
+    BM, warps, stages = cfg
     M, HD = x.shape
     E, I, _ = wg.shape
     K = ids.shape[1]
     A = M * K
     fp8 = wg.dtype == FP8
-    BM = BM or (64 if M <= 4096 else 128)  # measured: BM=64 also wins at 4096 tokens (H100)
-    sorted_ids, bexp = route(ids, E, offset, BM)
+    sorted_ids, bexp, row_of = route(ids, E, offset, BM)
     nblk = bexp.shape[0]
-    x = x.contiguous()
-    tw = tw.contiguous()
     if fp8:
         xq, xs = quantize_rows(x, "group")
         (sg, blk), (su, _), (sd, _) = _wscale(sg, E, I), _wscale(su, E, I), _wscale(sd, E, HD)
@@ -183,12 +207,8 @@ def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None,
         xq, xs, blk = x, x, False
         sg = su = sd = x
         BK = 64
-    # split_k: narrower up tiles and split-K down, for few (expert, tile) programs. Off by
-    # default: it measured slower at 3 local experts on an H100 (more h traffic and atomics).
-    # FP8: up tiles are one 128-group wide, so the up kernel quantizes h itself.
-    BN1 = GROUP if fp8 else (64 if (split_k > 1 or BM == 128) else 128)
-    warps = warps or 8
-    stages = stages or (4 if BM == 64 else 3)
+    # FP8: up tiles are one 128-group wide, so the up kernel quantizes h itself
+    BN1 = GROUP if fp8 else (64 if BM == 128 else 128)
     rows = nblk * BM
     h = torch.empty((rows, I), dtype=FP8 if fp8 else x.dtype, device=x.device)
     hs = torch.empty((rows, cdiv(I, GROUP)), dtype=torch.float32, device=x.device) if fp8 else h
@@ -198,16 +218,46 @@ def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, BM=None, warps=None,
         sg.stride(0), sg.stride(1) if sg.dim() > 1 else 0, h.stride(0), hs.stride(0),
         FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, H_DTYPE=_TL_DTYPES[x.dtype], BM=BM, BN=BN1,
         BK=BK, num_warps=warps, num_stages=stages)
-    out = torch.zeros((M, HD), dtype=torch.float32, device=x.device)
+    y = torch.empty((rows, HD), dtype=torch.float32, device=x.device)
     BN2 = 128
-    n2 = cdiv(HD, BN2)
-    slices = cdiv(I, BK)
-    split = split_k
-    per = cdiv(slices, split)
-    _moe_down_kernel[(nblk, n2, cdiv(slices, per))](
-        h, hs, wd, sd, tw, out, sorted_ids, bexp, A, K, E, I, HD, cdiv(I, GROUP),
+    _moe_down_kernel[(nblk, cdiv(HD, BN2))](
+        h, hs, wd, sd, tw, y, sorted_ids, bexp, A, E, I, HD,
         h.stride(0), hs.stride(0), wd.stride(0), wd.stride(1),
-        sd.stride(0), sd.stride(1) if sd.dim() > 1 else 0, out.stride(0), per,
+        sd.stride(0), sd.stride(1) if sd.dim() > 1 else 0, y.stride(0),
         FP8_W=fp8, W_BLOCK=blk, IMPRECISE=imprecise, BM=BM, BN=BN2, BK=BK, num_warps=warps,
         num_stages=stages)
-    return out.to(x.dtype)
+    out = torch.empty_like(x)
+    block = 1024
+    _moe_sum_kernel[(M, cdiv(HD, block))](y, row_of, out, HD, y.stride(0), out.stride(0), TOPK=K,
+                                          BLOCK=block, num_warps=4)
+    return out
+
+
+def moe_experts(x, ids, tw, wg, wu, wd, sg, su, sd, offset, config=None, imprecise=None):
+    """x [M, Hd] -> out [M, Hd] (x.dtype). `config` (BM, warps, stages) forces a tile config;
+    otherwise the one tuned for this shape bucket (each candidate timed on the first eager CUDA
+    call of the bucket; during CUDA-graph capture, before any eager call: CONFIGS[0])."""
+    x, tw = x.contiguous(), tw.contiguous()
+    args = (x, ids, tw, wg, wu, wd, sg, su, sd, offset, imprecise)
+    if config is not None:
+        return _launch(config, *args)
+    E, I, HD = wg.shape
+    key = (wg.dtype, None if sg is None else sg.dim(), E, I, HD, ids.shape[1],
+           min(next_pow2(x.shape[0]), 1 << 14), imprecise)
+    if key in _chosen:
+        return _launch(_chosen[key], *args)
+    if not x.is_cuda or torch.cuda.is_current_stream_capturing():
+        return _launch(CONFIGS[0], *args)
+    best, best_ms = None, float("inf")
+    for cfg in CONFIGS:
+        try:
+            _launch(cfg, *args)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        ms = time_ms(lambda: _launch(cfg, *args))
+        if ms < best_ms:
+            best, best_ms = cfg, ms
+    if best is None:
+        raise RuntimeError("moe_experts: no kernel configuration fits this GPU")
+    _chosen[key] = best
+    return _launch(best, *args)

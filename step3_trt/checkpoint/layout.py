@@ -23,7 +23,8 @@ class TensorSpec:
     shape: tuple[int, ...]
     component: str  # for reports: embedding, attention, norm, dense_mlp, router, experts, ...
     layer: int | None = None
-    dtype: str | None = None  # required dtype (FP8 weights, float32 scales); None: any float
+    dtype: str | None = None  # the dtype used (FP8 weights, float32 scales); None: any float
+    stored: tuple[str, ...] = ()  # dtypes a checkpoint may store it in, if not exactly `dtype`
 
 
 def layer_specs(cfg: Step3Config, i: int) -> list[TensorSpec]:

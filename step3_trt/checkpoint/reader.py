@@ -148,6 +148,16 @@ class CheckpointReader(TensorStore):
         """Check every text tensor against the config; vision tensors are skipped."""
         expected = {s.name: s for s in self.specs}
         missing = [n for n in expected if n not in self.entries]
+        if self.quant is not None:
+            for name in missing:  # a linear stored unquantized that the config does not list
+                weight = self.entries.get(self.quant.weight_of(name))
+                if name.endswith(("_scale", "_scale_inv")) and weight is not None \
+                        and weight.dtype in FLOAT_CODES:
+                    module = weight.name.removesuffix(".weight")
+                    raise CheckpointError(
+                        f"{weight.file}: `{weight.name}` is {weight.dtype} without `{name}`; "
+                        f"an FP8 checkpoint must list `{module}` in quantization_config."
+                        f"modules_to_not_convert (or ignored_layers) to keep it unquantized")
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise CheckpointError(f"{self.root}: missing tensor `{missing[0]}`{more}")
@@ -164,7 +174,7 @@ class CheckpointReader(TensorStore):
         come dequantized to float32 (their scale tensors are consumed, not yielded)."""
         for spec in text_specs(self.config):
             if self.quant is not None and self.quant.quantizes(spec):
-                scale = self.get(self.quant.scale_name(spec.name))
+                scale = self.get(self.quant.scale_name(spec.name)).float()
                 yield spec.name, dequantize(self.get(spec.name), scale)
             else:
                 yield spec.name, self.get(spec.name)
@@ -175,21 +185,29 @@ def _check_entry(entry: TensorEntry, spec: TensorSpec) -> None:
         raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has shape {list(entry.shape)}, "
                               f"expected {list(spec.shape)}")
     if spec.dtype is not None:
-        if entry.dtype != CODES[spec.dtype]:
+        accepted = [CODES[d] for d in (spec.stored or (spec.dtype,))]
+        if entry.dtype not in accepted:
             raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
-                                  f"expected {CODES[spec.dtype]}")
+                                  f"expected {' or '.join(accepted)}")
     elif entry.dtype not in FLOAT_CODES:
         raise CheckpointError(f"{entry.file}: tensor `{entry.name}` has dtype {entry.dtype}, "
                               f"expected one of {', '.join(FLOAT_CODES)}")
 
 
 def checkpoint_digest(reader: CheckpointReader) -> str:
-    """Identity of a checkpoint from its config and every tensor's name, dtype, shape and file
-    size: cheap (headers only) and changes whenever the weights' layout or files change."""
+    """Identity of a checkpoint from its config, every tensor's name, dtype, shape and file size,
+    and the files that travel with the tokenizer (tokenizer, chat template, generation config):
+    cheap (headers only) and changes whenever the weights' layout or those files change, so
+    engines built from an older copy of them are rebuilt."""
     import hashlib
+
+    from step3_trt.manifest import TOKENIZER_FILES
 
     h = hashlib.sha256((reader.root / "config.json").read_bytes())
     for name in sorted(reader.entries):
         e = reader.entries[name]
         h.update(f"{name}|{e.dtype}|{e.shape}|{e.file.name}|{e.file.stat().st_size}\n".encode())
+    for name in TOKENIZER_FILES:
+        if (reader.root / name).is_file():
+            h.update(name.encode() + b"\0" + (reader.root / name).read_bytes())
     return h.hexdigest()[:16]

@@ -88,18 +88,22 @@ def run(args) -> int:
 
 def _run_reference(args, prompts, params):
     from step3_trt.checkpoint.reader import CheckpointReader
+    from step3_trt.generation_config import GenerationConfig
     from step3_trt.model.generate import generate
     from step3_trt.model.load import load_reference_model
 
     reader = CheckpointReader(args.checkpoint or DEFAULT_CHECKPOINT)
     model = load_reference_model(reader, dtype=args.dtype)
-    return generate(model, prompts, params, eos_token_id=reader.config.eos_token_id)
+    stops = GenerationConfig.from_dir(reader.root, reader.config)  # every EOS id, and <|EOT|>
+    return generate(model, prompts, stops.with_stops(params))
 
 
 def _run_engines(args, prompts, params):
+    from step3_trt.generation_config import GenerationConfig
     from step3_trt.runtime.local import LocalRunner
 
     if args.dtype != "auto":
         raise ValueError("--dtype applies to --checkpoint; engines run in their built dtypes")
     runner = LocalRunner(args.engines, device=args.device)
-    return runner.generate(prompts, params, eos_token_id=runner.config.eos_token_id)
+    stops = GenerationConfig.from_dir(args.engines, runner.config)  # every EOS id, and <|EOT|>
+    return runner.generate(prompts, stops.with_stops(params))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from step3_trt.config import Step3Config
-from step3_trt.inspect import format_report, inspect_config, inspect_path
+from step3_trt.inspect import (format_report, inspect_config, inspect_path, path_configs,
+                               preset_configs)
 from step3_trt.presets import PRESETS
 
 
@@ -28,20 +28,25 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.preset:
-        report = inspect_config(Step3Config.from_dict(PRESETS[args.preset]), f"preset {args.preset}")
+        cfg, vision = preset_configs(args.preset)
+        report = inspect_config(cfg, f"preset {args.preset}", vision)
     else:
         report = inspect_path(args.path)
+        cfg, vision = path_configs(args.path)
     text = format_report(report)
     if args.config:
+        from dataclasses import asdict
+
         from step3_trt.build_config import BuildConfig
         from step3_trt.convert.memory_plan import (format_memory_plan, memory_plan,
-                                                   memory_plan_dicts)
+                                                   memory_plan_dicts, vision_memory)
 
         build = BuildConfig.from_file(args.config)
-        cfg = Step3Config.from_dict(PRESETS[args.preset]) if args.preset else \
-            Step3Config.from_file(args.path)
         plan = memory_plan(cfg, build)
+        tower = vision_memory(vision, cfg, build) if vision is not None else None
         report["memory_plan"] = memory_plan_dicts(plan)
-        text += "\n\n" + format_memory_plan(plan, build)
+        if tower is not None:
+            report["vision_memory"] = asdict(tower)
+        text += "\n\n" + format_memory_plan(plan, build, tower)
     print(json.dumps(report, indent=2) if args.json else text)
     return 0

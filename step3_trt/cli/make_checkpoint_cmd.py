@@ -10,8 +10,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("make-checkpoint", help="write a random checkpoint in the released layout",
                        description="Write a random Step-3 checkpoint in the released layout: VLM "
                                    "config.json, several safetensors shards with an index, stacked "
-                                   "expert tensors, a few vision tensors and byte-level tokenizer "
-                                   "files. For tests and trying the pipeline.")
+                                   "expert tensors, a complete (random) vision tower and "
+                                   "byte-level tokenizer files. For tests and trying the pipeline.")
     p.add_argument("--preset", default="tiny", choices=RANDOM_CHECKPOINT_PRESETS,
                    help="model size (default: tiny)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")

@@ -1,7 +1,8 @@
 """`step3-trt convert`: stream a Step-3 checkpoint into per-role, per-rank role checkpoints.
 
 Output layout (appears atomically):
-    OUT/manifest.json, OUT/build_config.yaml, OUT/tokenizer/...
+    OUT/manifest.json, OUT/build_config.yaml, OUT/tokenizer/... (also the chat templates and
+    generation_config.json)
     OUT/attention/rank{i}/{config.json, *.safetensors}   (replicas share files via hard links)
     OUT/ffn/rank{j}/{config.json, *.safetensors}
 Peak memory is a few copies of the largest single block read (one source tensor, or one rank's
@@ -19,6 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
+from step3_trt.chat.template import TEMPLATE_DIR as CHAT_TEMPLATE_DIR
 from step3_trt.checkpoint.reader import CheckpointReader, checkpoint_digest
 from step3_trt.checkpoint.writer import (PlannedTensor, StreamingShardWriter, atomic_directory,
                                          link_or_copy)
@@ -56,7 +58,7 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
     cfg = reader.config
     dtype = weight_dtype(build, reader)
     plans = plan_conversion(cfg, build, reader.quant)
-    stored = {s.name: s.dtype or dtype for s in reader.specs}  # FP8 weights and scales keep theirs
+    stored = {s.name: s.dtype or dtype for s in reader.specs}  # FP8 stays FP8, scales float32
     # Attention ranks are identical replicas: write the first, hard-link the others' shards.
     written = [p for p in plans if p.role == "ffn" or p.rank == 0]
     wanted: dict[str, list[tuple[RankPlan, Piece]]] = defaultdict(list)
@@ -95,10 +97,12 @@ def convert(checkpoint: str | Path, build: BuildConfig, out: str | Path, *,
                 "quantization": {"method": build.quantization, **(
                     reader.quant.to_config() if reader.quant else {})}, "source": source,
                 "build_config": {"name": build.name, "digest": build.digest()}})
-        (tmp / "tokenizer").mkdir()
+        (tmp / "tokenizer").mkdir()  # tokenizer, chat templates, generation config
         for name in TOKENIZER_FILES:
             if (reader.root / name).is_file():
                 shutil.copy2(reader.root / name, tmp / "tokenizer" / name)
+        if (reader.root / CHAT_TEMPLATE_DIR).is_dir():
+            shutil.copytree(reader.root / CHAT_TEMPLATE_DIR, tmp / "tokenizer" / CHAT_TEMPLATE_DIR)
         (tmp / "build_config.yaml").write_text(yaml.safe_dump(build.to_dict(), sort_keys=False))
         write_json(tmp / "manifest.json", {
             "format": ROLE_CHECKPOINT, "format_version": FORMAT_VERSION, "source": source,

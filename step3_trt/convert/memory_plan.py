@@ -1,13 +1,17 @@
-"""Per-rank memory plan: weight bytes from the conversion plan, KV-cache capacity from the rest."""
+"""Per-rank memory plan: weight bytes from the conversion plan, KV-cache capacity from the rest;
+plus the vision tower's weight bytes, which no rank holds until there is a vision role."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.config import Step3Config
 from step3_trt.convert.plan import plan_conversion
 from step3_trt.inspect import kv_bytes_per_token
+from step3_trt.vision.config import VisionConfig
+from step3_trt.vision.layout import vision_specs
 
 GB = 1024**3
 ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1}
@@ -57,7 +61,21 @@ def memory_plan(cfg: Step3Config, build: BuildConfig) -> list[RankMemory]:
     return out
 
 
-def format_memory_plan(plan: list[RankMemory], build: BuildConfig) -> str:
+@dataclass(frozen=True)
+class VisionMemory:
+    parameters: int
+    dtype: str  # the activations' dtype: never FP8 (vLLM loads the released tower unquantized)
+    weight_bytes: int
+
+
+def vision_memory(vision: VisionConfig, cfg: Step3Config, build: BuildConfig) -> VisionMemory:
+    _, activations, _ = build.dtypes.resolved(cfg.torch_dtype)
+    params = sum(math.prod(s.shape) for s in vision_specs(vision))
+    return VisionMemory(params, activations, params * ELEMENT_BYTES[activations])
+
+
+def format_memory_plan(plan: list[RankMemory], build: BuildConfig,
+                       vision: VisionMemory | None = None) -> str:
     lines = [f"Memory plan for build config `{build.name}` "
              f"({build.memory.per_rank_gb} GiB per rank):",
              f"  {'rank':<18}{'weights':>12}{'reserve':>10}{'KV cache':>12}{'KV tokens':>12}"]
@@ -65,6 +83,11 @@ def format_memory_plan(plan: list[RankMemory], build: BuildConfig) -> str:
         kv = r.kv_capacity_tokens * r.kv_bytes_per_token
         lines.append(f"  {r.rank:<18}{r.weight_bytes / GB:>10.2f}Gi{r.reserve_bytes / GB:>8.2f}Gi"
                      f"{kv / GB:>10.2f}Gi{r.kv_capacity_tokens:>12,}")
+    if vision is not None:
+        size = f"{vision.weight_bytes / GB:.2f} GiB" if vision.weight_bytes >= GB // 10 else \
+            f"{vision.weight_bytes / 2**20:.2f} MiB"
+        lines.append(f"  vision tower: {size} of {vision.dtype} weights, not yet assigned to a "
+                     f"rank (no vision role yet)")
     return "\n".join(lines)
 
 

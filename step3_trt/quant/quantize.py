@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from step3_trt.chat.template import TEMPLATE_DIR as CHAT_TEMPLATE_DIR
 from step3_trt.checkpoint.layout import layer_specs, text_specs
 from step3_trt.checkpoint.reader import CheckpointReader
 from step3_trt.checkpoint.safetensors_header import DTYPES, CheckpointError
@@ -69,9 +70,11 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path, opts: QuantizeO
                 "data": Path(opts.calib_data).name, "sequences": opts.calib_size,
                 "seq_len": opts.calib_seq_len, "algorithm": "max (nvidia-modelopt)"}})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        for f in sorted(reader.root.iterdir()):
+        for f in sorted(reader.root.iterdir()):  # tokenizer, chat templates, generation config
             if f.is_file() and f.name != "config.json" and ".safetensors" not in f.name:
                 shutil.copy2(f, tmp / f.name)
+        if (reader.root / CHAT_TEMPLATE_DIR).is_dir():
+            shutil.copytree(reader.root / CHAT_TEMPLATE_DIR, tmp / CHAT_TEMPLATE_DIR)
     return Path(out)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from step3_trt.tokenizer import BOS, EOS, PAD, Step3Tokenizer
+from step3_trt.tokenizer import BOS, EOS, PAD, Step3Tokenizer, step3_byte_level
 
 # The image placeholder token of Step-3's tokenizer; here it takes the last id of the vocabulary,
 # so `image_token_id` never collides with a text token.
@@ -16,7 +16,9 @@ SPECIALS = (BOS, EOS, PAD)  # ids 0, 1, 2
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Step3Tokenizer:
     """Byte-level BPE over `texts` with exactly `vocab_size` tokens: BOS, EOS, PAD (ids 0-2), the
-    256 byte symbols, merges, and IMAGE_TOKEN as id `vocab_size - 1`. Any text is encodable."""
+    256 byte symbols, merges, and IMAGE_TOKEN as id `vocab_size - 1`. Any text is encodable.
+    Step-3's chat delimiters take the ids of byte symbols UTF-8 never uses
+    (`tokenizer.map_chat_tokens`); the post-processor adds BOS."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -33,4 +35,4 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Step3Tokenizer:
     for i, t in enumerate((*SPECIALS, IMAGE_TOKEN)):
         expected = i if t != IMAGE_TOKEN else vocab_size - 1
         assert tok.token_to_id(t) == expected, (t, tok.token_to_id(t), expected)
-    return Step3Tokenizer(tok)
+    return step3_byte_level(tok)

@@ -6,7 +6,7 @@ Steps: build the stdlib-docstring corpus and its train / held-out / calibration 
 (`corpus.py`), write the held-out and calibration texts to `--data-dir`, train a byte-level BPE
 tokenizer on the training split, train `Step3ForCausalLM` with the `STDLIB_TINY` config
 (`trainer.py`), write the checkpoint in the released layout (VLM config.json, tokenizer, sharded
-safetensors, a small vision stand-in) and `TRAINING.json`, then score the written checkpoint on
+safetensors, a random tiny vision tower) and `TRAINING.json`, then score the written checkpoint on
 the held-out text (`perplexity.py`). With the same seed, thread count and library versions the
 result is the same; `--minutes` caps the training loop's wall time (a run stopped by it is
 recorded as such and is not reproducible step for step).
@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from step3_trt.presets import STDLIB_TINY  # noqa: E402
+from step3_trt.presets import STDLIB_TINY, VISION_PRESETS  # noqa: E402
 from step3_trt.tools.corpus import DESCRIPTION, Splits, build_splits  # noqa: E402
 
 SAMPLE_PROMPT = "Return a new list containing"
@@ -68,15 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def vision_tensors(hidden: int, dtype: torch.dtype, seed: int) -> list[tuple[str, torch.Tensor]]:
-    """The small random vision stand-in of the released layout (skipped by the text path)."""
-    from step3_trt.checkpoint.layout import TensorSpec
-    from step3_trt.make_checkpoint import random_tensor
-    from step3_trt.presets import TINY_VISION_TENSORS
+def vision_tensors(text_cfg: dict[str, Any], dtype: torch.dtype,
+                   seed: int) -> list[tuple[str, torch.Tensor]]:
+    """The bundled model's random (untrained) vision tower: the tiny preset's, in the released
+    layout, projecting to the text model's width."""
+    from step3_trt.make_checkpoint import random_vision_tensors
+    from step3_trt.presets import vlm_config
+    from step3_trt.vision.config import VisionConfig
 
-    gen = torch.Generator().manual_seed(seed)
-    shapes = {**TINY_VISION_TENSORS, "vit_large_projector.weight": (hidden, 16)}
-    return [(n, random_tensor(TensorSpec(n, s, "vision"), gen, dtype)) for n, s in shapes.items()]
+    cfg = VisionConfig.from_dict(vlm_config(text_cfg, VISION_PRESETS["stdlib-tiny"]))
+    return random_vision_tensors(cfg, torch.Generator().manual_seed(seed), dtype)
 
 
 def sample_completion(checkpoint: Path, prompt: str, max_new_tokens: int = 40) -> str:
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("heldout", "calib"):
         (args.data_dir / f"{name}.txt").write_text(texts[name], encoding="utf-8")
     tokenizer = train_bpe([d.text for d in splits.train], cfg.vocab_size)
-    ids = torch.tensor(tokenizer.tokenizer.encode(texts["train"]).ids, dtype=torch.int64)
+    ids = torch.tensor(tokenizer.encode(texts["train"], add_special_tokens=False),
+                       dtype=torch.int64)
     t_tok = time.monotonic() - t0
 
     model = Step3ForCausalLM(cfg)
@@ -155,8 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tensors = [(s.name, state[s.name].to(dtype)) for s in text_specs(cfg)]
     nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
     write_checkpoint(args.out, text_cfg, tensors, tokenizer, shards_bytes=max(nbytes // 4, 1),
-                     extra_tensors=vision_tensors(cfg.hidden_size, dtype, args.seed),
-                     overwrite=True)
+                     extra_tensors=vision_tensors(text_cfg, dtype, args.seed),
+                     overwrite=True, vision=VISION_PRESETS["stdlib-tiny"])
     heldout, calib = (evaluate_checkpoint(args.out, args.data_dir / f"{name}.txt", settings.seq_len,
                                           batch_size=16, max_windows=args.eval_windows)
                       for name in ("heldout", "calib"))

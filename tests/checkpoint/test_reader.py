@@ -11,6 +11,8 @@ from step3_trt.config import Step3Config
 from step3_trt.make_checkpoint import random_tensor, write_checkpoint
 from step3_trt.presets import TINY_TEXT
 from step3_trt.tokenizer import byte_level_tokenizer
+from step3_trt.vision.config import VisionConfig
+from step3_trt.vision.layout import vision_specs
 
 CFG = Step3Config.from_dict(TINY_TEXT)
 
@@ -31,7 +33,8 @@ def test_valid_checkpoint_is_sharded_and_lazy(tiny_checkpoint):
     reader = CheckpointReader(tiny_checkpoint).validate()
     assert (tiny_checkpoint / INDEX_FILE).is_file()
     assert len({e.file for e in reader.entries.values()}) >= 3
-    assert len(reader.vision_names) == 4
+    assert sorted(reader.vision_names) == sorted(s.name for s in vision_specs(
+        VisionConfig.from_dict(reader.raw_config)))  # the complete tower, skipped by the text path
     name = "model.layers.1.moe.down_proj.weight"
     full = reader.get(name)
     assert full.shape == (6, 96, 48)
@@ -156,3 +159,18 @@ def test_layout_covers_every_parameter_of_the_reference_model():
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     assert layout == params
     assert isinstance(text_specs(CFG)[0], TensorSpec)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json",
+                                  "generation_config.json", "chat_template.jinja"])
+def test_digest_covers_the_files_that_travel_with_the_tokenizer(tmp_path, name):
+    """Engines are reused while the digest is unchanged: a new tokenizer, chat template or
+    generation config must change it, or engines would keep stale copies."""
+    from step3_trt.checkpoint.reader import checkpoint_digest
+
+    root = build(tmp_path)
+    before = checkpoint_digest(CheckpointReader(root))
+    assert checkpoint_digest(CheckpointReader(root)) == before
+    path = root / name
+    path.write_bytes((path.read_bytes() if path.is_file() else b"{}") + b" ")
+    assert checkpoint_digest(CheckpointReader(root)) != before

@@ -6,6 +6,7 @@ import torch
 
 from plugins._common import FP8, quantize_with
 from plugins.fp8 import fp8_quantize_ref
+from plugins.mfa import fp8_v_blocks
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -22,7 +23,8 @@ def paged_cache(lens, block_size, D, cache_dtype, scale_mode=None, device="cpu",
 
     Returns (k_cache, v_cache, block_tables int32 [S, max_blocks] (unused entries -1), k_scale,
     v_scale). scale_mode: None, "tensor" ([1]) or "block" ([num_blocks]); FP8 caches hold values
-    quantized with those scales (so they stand for ~N(0, 1) data).
+    quantized with those scales (so they stand for ~N(0, 1) data), the V cache in its stored
+    layout (blocks transposed; `logical_v` undoes it).
     """
     need = [-(-int(L) // block_size) for L in lens]
     max_blocks = max(need + [1]) + spare_cols
@@ -40,14 +42,20 @@ def paged_cache(lens, block_size, D, cache_dtype, scale_mode=None, device="cpu",
     elif scale_mode == "block":
         scales = [torch.rand(num_blocks, generator=gen) * 0.02 + 0.01 for _ in range(2)]
     caches = []
-    for x, s in zip(data, scales):
+    for i, (x, s) in enumerate(zip(data, scales)):
         if cache_dtype == FP8:
             sb = s.reshape(-1, 1, 1) if s is not None else torch.ones(1, 1, 1)
-            caches.append(quantize_with(x, sb))
+            q = quantize_with(x, sb)
+            caches.append(q if i == 0 else q.transpose(1, 2).contiguous().view(q.shape))
         else:
             caches.append((x / s.reshape(-1, 1, 1) if s is not None else x).to(cache_dtype))
     to = (lambda t: None if t is None else t.to(device))
     return (to(caches[0]), to(caches[1]), to(bt), to(scales[0]), to(scales[1]))
+
+
+def logical_v(v_cache: torch.Tensor) -> torch.Tensor:
+    """A value cache as [NB, BS, D] token rows (an FP8 one is stored with its blocks transposed)."""
+    return fp8_v_blocks(v_cache).transpose(1, 2) if v_cache.dtype == FP8 else v_cache
 
 
 def routing(M, K, num_experts, gen=None, pattern="random"):

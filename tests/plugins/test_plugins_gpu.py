@@ -211,10 +211,24 @@ def test_moe_experts_kernel(case):
     if dtype == FP8:
         _poison()
         assert rel_err(moe_gpu(*args, offset, imprecise=32), ref) < TOL
-        _poison()  # the optional split-K path (narrow up tiles, K-split down projection)
-        assert rel_err(moe_gpu(*args, offset, split_k=2), ref) < FP8_MOE_TOL
-    else:
-        assert rel_err(moe_gpu(*args, offset, split_k=3), ref) < TOL
+
+
+@pytest.mark.parametrize("config", range(6))
+@pytest.mark.parametrize("case", [1, 4, 7])
+def test_moe_experts_every_tuning_candidate(config, case):
+    """Each tile config the tuner may pick, on BF16, FP8 block and FP8 per-channel weights
+    (precise accumulation for FP8, so the bf16 tolerance applies)."""
+    from plugins.triton_kernels.moe import CONFIGS, moe_experts as moe_gpu
+    assert len(CONFIGS) == 6
+    dtype, scales, M, E, E_global, offset, pattern = MOE_CASES[case]
+    gen = _gen(460 + case)
+    x = torch.randn(M, 256, generator=gen).bfloat16()
+    ids, tw = routing(M, 3, E_global, gen, pattern)
+    args = _cuda(x, ids, tw, *expert_weights(E, 384, 256, dtype, gen, scales))
+    ref = moe_experts_ref(*args, offset)
+    _poison()
+    out = moe_gpu(*args, offset, config=CONFIGS[config], imprecise=32 if dtype == FP8 else None)
+    assert rel_err(out, ref) < TOL
 
 
 def test_moe_experts_kernel_full_width_fp8():
@@ -278,4 +292,4 @@ def test_ops_capture_in_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     for o, e in zip(outs, eager):
-        assert rel_err(o, e) < 1e-3  # same kernels; only atomic summation order may differ
+        assert rel_err(o, e) < 1e-3  # same kernels and tuned configs
