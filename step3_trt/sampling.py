@@ -1,10 +1,25 @@
-"""Sampling parameters and the token sampler (greedy, temperature, top-k, top-p, seed)."""
+"""Sampling parameters and the token sampler (greedy, temperature, top-k, top-p, seed).
+
+The sampler is numerically safe for every valid parameter set and any logits:
+- Temperature divides the logits *minus their maximum*, so no finite temperature overflows:
+  the top token's scaled logit is 0 and every other one is <= 0. A temperature so small that
+  every other token's scaled logit underflows to -inf (1e-38, say) samples only the top token:
+  greedy, with exact ties split at random.
+- NaN logits are never chosen (treated as -inf). If any logit is +inf, the choice is among the
+  +inf tokens only (uniform when sampling, the first when greedy).
+- If no token is left to choose (every logit -inf or NaN: every token banned), `sample` returns
+  the first token id, as argmax does, instead of raising; nothing non-finite ever reaches
+  `torch.multinomial`.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -22,12 +37,17 @@ class SamplingParams:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
                 or self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) \
+                or not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-        if not 0 < self.top_p <= 1:
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) \
+                or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < 2 ** 64):
+            raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if any(not isinstance(s, str) or not s for s in self.stop_strings):
             raise ValueError(f"stop strings must be non-empty strings, got {self.stop_strings!r}")
 
@@ -49,24 +69,37 @@ def stop_string_hit(text: str, params: SamplingParams) -> int | None:
     return min(hits) if hits else None
 
 
+def _without_nan(logits: torch.Tensor) -> torch.Tensor:
+    return logits.masked_fill(logits.isnan(), NEG_INF)
+
+
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """logits [V] float32 -> temperature-scaled logits with filtered entries at -inf."""
-    logits = logits / params.temperature
+    """logits [V] -> float32 temperature-scaled logits, every entry <= 0 or -inf (filtered or
+    impossible), the top token's 0; all -inf when no token can be chosen."""
+    logits = _without_nan(logits.float())
+    top = logits.max()
+    if top == float("inf"):  # only the +inf tokens can win
+        return torch.zeros_like(logits).masked_fill(logits != top, NEG_INF)
+    if top == NEG_INF:
+        return logits
+    logits = (logits - top) / params.temperature  # <= 0: no overflow for any temperature > 0
     if 0 < params.top_k < logits.numel():
         kth = logits.topk(params.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = logits.masked_fill(logits < kth, NEG_INF)
     if params.top_p < 1.0:
         sorted_logits, order = logits.sort(descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= params.top_p  # keep until mass reaches top_p
-        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= params.top_p  # keep until mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), NEG_INF)
     return logits
 
 
 def sample(logits: torch.Tensor, params: SamplingParams,
            generator: torch.Generator | None) -> int:
-    """One token from logits [V] (float32, CPU or GPU)."""
+    """One token from logits [V] (any float dtype, CPU or GPU)."""
     if params.is_greedy:
-        return int(logits.argmax())
-    probs = filter_logits(logits.float().cpu(), params).softmax(-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        return int(_without_nan(logits).argmax())
+    scaled = filter_logits(logits.float().cpu(), params)
+    if scaled.max() == NEG_INF:  # nothing can be chosen: see the module docstring
+        return 0
+    return int(torch.multinomial(scaled.softmax(-1), 1, generator=generator))

@@ -11,8 +11,11 @@ def add_parser(sub) -> None:
                                    "triton_repo model `step3` with an AFD job (coordinator, "
                                    "attention and FFN ranks under mpiexec) behind it. Waits until "
                                    "the server is ready; SIGINT/SIGTERM stop everything. If the "
-                                   "job fails, requests in flight get errors, the model reports "
-                                   "not ready, and the job is restarted.")
+                                   "job fails, requests in flight get errors, the server reports "
+                                   "not ready, and the job is restarted; if tritonserver dies, "
+                                   "it is restarted. Triton's model-repository, shared-memory, "
+                                   "logging and trace APIs are locked with a key only serve "
+                                   "holds.")
     p.add_argument("--engines", type=Path, required=True, help="engine directory from `build`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address for HTTP, gRPC and metrics (default: 127.0.0.1, local only)")
@@ -26,11 +29,13 @@ def add_parser(sub) -> None:
                    help="seconds any rank waits for a peer before failing the job (default: 60)")
     p.add_argument("--startup-timeout", type=float, default=600.0,
                    help="seconds to wait for the server and the job to be ready (default: 600)")
-    p.add_argument("--heartbeat-timeout", type=float, default=30.0,
-                   help="seconds without a heartbeat from the job's coordinator before requests "
-                        "in flight fail and the job is restarted (default: 30)")
+    p.add_argument("--heartbeat-timeout", type=float, default=5.0,
+                   help="seconds without a heartbeat from the job's coordinator (it sends one "
+                        "every 0.5 s) before requests in flight fail, the server reports not "
+                        "ready and the job is restarted (default: 5)")
     p.add_argument("--max-restarts", type=int, default=3,
-                   help="restarts of a failed AFD job before serve gives up (default: 3)")
+                   help="restarts of a failed AFD job or of a dead tritonserver, together, "
+                        "before serve gives up and exits 1 (default: 3)")
     p.add_argument("--micro-batches", type=int, default=None,
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
@@ -47,6 +52,9 @@ def run(args) -> int:
         raise FileNotFoundError(f"{args.engines} is not an engine directory (no manifest.json)")
     if args.max_restarts < 0:
         raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+    if not args.heartbeat_timeout >= 1.0:
+        raise ValueError(f"--heartbeat-timeout must be at least 1 s (the coordinator sends a "
+                         f"heartbeat every 0.5 s), got {args.heartbeat_timeout:g}")
     options = ServeOptions(
         engines=args.engines,
         endpoints=Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),

@@ -28,7 +28,7 @@ from step3_trt.runtime import messages
 from step3_trt.serve.request import GenerationRequest
 
 CANCEL_POLL_S = 0.05
-IDLE_POLL_S = 1.0  # nothing in flight: how often the thread checks the heartbeat deadline
+IDLE_POLL_S = 0.5  # nothing in flight: how often the thread checks the heartbeat deadline
 RECONNECT_TRY_S = 2.0  # one attempt to reach a restarted coordinator: fresh socket, hello, wait
 
 

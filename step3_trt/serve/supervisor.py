@@ -1,19 +1,26 @@
-"""`step3-trt serve`: tritonserver on the model repository with the AFD job behind it.
+"""`step3-trt serve`: tritonserver on the model repository with the AFD job behind it, both
+supervised.
 
 Both run in their own process groups (and die with this process). The server loads `step3`
 and `afd_job` at start-up; step3's initialize waits until the job's coordinator answers, so
-the server becomes ready only once the job is. If the job is lost (mpiexec ended, or the
-backend reports it gone), the backend has already failed the requests in flight and refuses
-new ones as "restarting"; the supervisor loads `afd_job` afresh, which keeps the server not
-ready, restarts the job (up to --max-restarts times), and lets `afd_job` finish loading once
-the backend is connected to the restarted job. SIGINT/SIGTERM stop the server first (no new
-requests), then the job; nothing is left behind.
+the server becomes ready only once the job is. Its administrative APIs are locked with a key
+only this process holds (serve/lockdown.py).
+
+If the job is lost (mpiexec ended, or the backend reports it gone), the backend has already
+failed the requests in flight and refuses new ones as "restarting"; the supervisor loads
+`afd_job` afresh, which keeps the server not ready, restarts the job, and lets `afd_job` finish
+loading once the backend is connected to the restarted job. If tritonserver dies (a crash, a
+kill), the rest of its group and its shared memory are cleaned up and it is started again;
+nothing answers on its ports meanwhile, and the job keeps running. Job and server restarts
+share one budget, --max-restarts; past it serve stops everything and exits 1. SIGINT/SIGTERM
+stop the server first (no new requests), then the job; nothing is left behind.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,18 +28,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from step3_trt.runtime.afd.serving_job import ServingJob, die_with_parent, ipc_endpoint, stop_group
+from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint, stop_group
 from step3_trt.serve import control
+from step3_trt.serve.lockdown import AdminKey
+from step3_trt.serve.readiness import JOB_MODEL, ReadinessGate
+from step3_trt.serve.server_process import TritonProcess, describe_exit
 from step3_trt.serve.tritonserver import Endpoints, TritonInstall, render_repository, \
     server_command
 
 MODEL = "step3"
-JOB_MODEL = "afd_job"  # loading (server not ready) while the job restarts; see serve/afd_job.py
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_repo"
 EXIT_TIMEOUT_S = 10
 POLL_S = 0.2
 SILENT_GRACE_S = 5.0  # a job the backend calls gone, whose mpiexec is still running after this
                       # long, is hung (a dying job's mpiexec exits well within it)
+CRASHED_GRACE_S = 2.0  # SIGTERM to what is left of a dead server's group, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -43,39 +53,10 @@ class ServeOptions:
     repository: Path = DEFAULT_REPOSITORY
     timeout_s: float = 60.0  # per-message deadline inside the AFD job
     startup_timeout_s: float = 600.0  # engines loading, server and job
-    heartbeat_timeout_s: float = 30.0  # the backend's limit on a silent coordinator
-    max_restarts: int = 3
+    heartbeat_timeout_s: float = 5.0  # the backend's limit on a silent coordinator
+    max_restarts: int = 3  # of the job and of tritonserver together
     micro_batches: int | None = None
     device: str | None = None
-
-
-class ReadinessGate:
-    """The `afd_job` model as a switch on the server's readiness: `close` unloads it and loads
-    it again, and the load waits (the server not ready) until `open` creates its release
-    file."""
-
-    def __init__(self, url: str, release_file: Path, timeout_s: float):
-        self.url, self.release_file, self.timeout_s = url, release_file, timeout_s
-        self.loading: threading.Thread | None = None
-        self.loaded = False
-
-    def close(self) -> None:
-        self.release_file.unlink(missing_ok=True)
-        self.loaded = False
-        self.loading = threading.Thread(target=self._reload, name="load-afd_job", daemon=True)
-        self.loading.start()
-
-    def _reload(self) -> None:
-        control.unload_model(self.url, JOB_MODEL, timeout_s=60)
-        self.loaded = control.load_model(self.url, JOB_MODEL, self.timeout_s + 60)
-
-    def open(self, wait: bool = True) -> bool:
-        """Release the load; with `wait`, True once `afd_job` is loaded (the server ready)."""
-        self.release_file.touch()
-        if not wait or self.loading is None:
-            return True
-        self.loading.join(timeout=60)
-        return self.loaded
 
 
 class Supervisor:
@@ -83,13 +64,15 @@ class Supervisor:
         self.options, self.out = options, out
         self.url = options.endpoints.http_url
         self.stopping = threading.Event()
-        self.server: subprocess.Popen | None = None
+        self.admin = AdminKey()
+        self.server: TritonProcess | None = None
         self.job: ServingJob | None = None
         self.gate: ReadinessGate | None = None
         self.restarts = 0
-        self.phase: str | None = None  # during a recovery: "ending" the lost job, "starting" it
+        self.phase: str | None = None  # during a job recovery: "ending" the lost job, "starting"
         self.since = 0.0  # when the phase began
         self.hung = False
+        self.server_since: float | None = None  # when a restarted server started, until ready
 
     def say(self, text: str) -> None:
         print(f"[serve] {text}", file=self.out, flush=True)
@@ -102,6 +85,7 @@ class Supervisor:
         o = self.options
         run_dir = Path(o.run_dir or tempfile.mkdtemp(prefix="step3-serve-")).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o700)  # the job's socket, logs and pid files: this user's only
         endpoint = ipc_endpoint(run_dir)
         install = TritonInstall.locate()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -111,9 +95,11 @@ class Supervisor:
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")
-            self.gate = ReadinessGate(self.url, run_dir / "afd_job.release", o.startup_timeout_s)
+            self.gate = ReadinessGate(self.url, run_dir / "afd_job.release", o.startup_timeout_s,
+                                      self.admin)
             self.gate.open(wait=False)
-            self.server = self._start_server(install, run_dir, endpoint)
+            self.server = self._server(install, run_dir, endpoint)
+            self.server.start()
             if not self._wait_ready():
                 return 0 if self.stopping.is_set() else 1
             e = o.endpoints
@@ -125,7 +111,7 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _start_server(self, install: TritonInstall, run_dir: Path, endpoint: str):
+    def _server(self, install: TritonInstall, run_dir: Path, endpoint: str) -> TritonProcess:
         o = self.options
         repository = render_repository(o.repository, run_dir / "models", {
             MODEL: {"engines": str(o.engines.resolve()), "afd_endpoint": endpoint,
@@ -134,32 +120,29 @@ class Supervisor:
             JOB_MODEL: {"release_file": str(self.gate.release_file),
                         "timeout_s": str(o.startup_timeout_s)}})
         backends = install.backend_dir(run_dir / "backends")
-        self.server_log = run_dir / "tritonserver.log"
+        shm_prefix = f"step3_{secrets.token_hex(8)}_"
         cmd = server_command(install, repository, backends, o.endpoints, [MODEL, JOB_MODEL],
-                             EXIT_TIMEOUT_S)
-        with open(self.server_log, "w") as log:
-            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=install.env(),
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=die_with_parent)
+                             EXIT_TIMEOUT_S, self.admin, shm_prefix)
+        return TritonProcess(cmd, install.env(), run_dir / "tritonserver.log", shm_prefix)
 
-    def _server_exited(self) -> bool:
-        code = self.server.poll()
+    def _server_died(self) -> bool:
+        code = self.server.exit_code()
         if code is None:
             return False
-        tail = self.server_log.read_text(errors="replace").strip().splitlines()[-5:]
-        self.say(f"tritonserver exited with code {code} (log: {self.server_log}):\n  " +
-                 "\n  ".join(tail))
+        self.say(f"tritonserver {describe_exit(code)} (log: {self.server.log}):\n  " +
+                 "\n  ".join(self.server.tail().splitlines()))
+        self.server.stop(grace_s=CRASHED_GRACE_S)  # its stubs, its shared memory
         return True
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.options.startup_timeout_s
         while not self.stopping.is_set():
-            if self._server_exited():
+            if self._server_died():
                 return False
             if self.job.exit_code() is not None:
                 self.say(f"the AFD job failed while starting: {self.job.failure()}")
                 return False
-            if control.server_ready(self.url) and control.model_ready(self.url, MODEL):
+            if self._serving():
                 return True
             if time.monotonic() > deadline:
                 self.say(f"not ready within {self.options.startup_timeout_s:g} s")
@@ -167,9 +150,15 @@ class Supervisor:
             time.sleep(POLL_S)
         return False
 
+    def _serving(self) -> bool:
+        return control.server_ready(self.url) and control.model_ready(self.url, MODEL)
+
     def _watch(self) -> int:
         while not self.stopping.is_set():
-            if self._server_exited():
+            if self._server_died():
+                if not self._restart_server():
+                    return 1
+            elif self.server_since is not None and not self._server_back():
                 return 1
             if self.phase is None:
                 if self._job_lost():
@@ -179,6 +168,37 @@ class Supervisor:
             time.sleep(POLL_S)
         return 0
 
+    # ---- tritonserver restarts -----------------------------------------------------------
+    def _spend_restart(self, what: str) -> bool:
+        if self.restarts >= self.options.max_restarts:
+            self.say(f"no restarts left (--max-restarts {self.options.max_restarts})")
+            return False
+        self.restarts += 1
+        self.say(f"restarting {what} ({self.restarts} of {self.options.max_restarts})")
+        return True
+
+    def _restart_server(self) -> bool:
+        if not self._spend_restart("tritonserver"):
+            return False
+        self.say("nothing answers on the HTTP, gRPC and metrics ports until it is ready")
+        self.gate.server_replaced()
+        self.server.start()
+        self.server_since = time.monotonic()
+        return True
+
+    def _server_back(self) -> bool:
+        """A restarted server: ready once step3 has reached the job and afd_job is released;
+        False if it takes longer than --startup-timeout."""
+        if self._serving():
+            self.server_since = None
+            self.say(f"ready again: tritonserver restarted ({self.restarts} restarts)")
+        elif time.monotonic() - self.server_since > self.options.startup_timeout_s:
+            self.say(f"the restarted tritonserver was not ready within "
+                     f"{self.options.startup_timeout_s:g} s")
+            return False
+        return True
+
+    # ---- AFD job restarts ----------------------------------------------------------------
     def _job_up(self) -> float | None:
         return control.job_up(self.options.endpoints.metrics_url)
 
@@ -188,7 +208,10 @@ class Supervisor:
         return self.job.exit_code() is not None or self._job_up() == 0
 
     def _begin_recovery(self) -> None:
-        self.gate.close()
+        if self.server_since is None:
+            self.gate.close()
+        else:  # a restarted server that is not ready yet
+            self.gate.hold()
         self.say("the AFD job was lost: the server reports not ready until it is back")
         self.phase, self.since = "ending", time.monotonic()
 
@@ -197,8 +220,10 @@ class Supervisor:
         if self.phase == "ending":
             return self._end_lost_job()
         if self.job.exit_code() is not None:  # the restarted job failed too
-            return self._restart()
-        if self.job.listening() and self._job_up() == 1:
+            return self._restart_job()
+        # the backend reconnected to the restarted job; a restarting server's backend connects
+        # at start-up, before the server answers at all
+        if self.job.listening() and (self._job_up() == 1 or self.server_since is not None):
             return self._resume()
         if time.monotonic() - self.since > self.options.startup_timeout_s:
             self.say(f"the restarted AFD job did not answer within "
@@ -216,18 +241,15 @@ class Supervisor:
                      "stopping it")
             self.hung = True
             stop_group(self.job.proc, grace_s=5.0)
-        return self._restart()
+        return self._restart_job()
 
-    def _restart(self) -> bool:
+    def _restart_job(self) -> bool:
         reason = "its coordinator stopped answering" if self.hung else self.job.failure()
         self.hung = False
         self.say(f"AFD job failed: {reason}")
         self.job.stop()
-        if self.restarts >= self.options.max_restarts:
-            self.say(f"no restarts left (--max-restarts {self.options.max_restarts})")
+        if not self._spend_restart("the AFD job"):
             return False
-        self.restarts += 1
-        self.say(f"restarting the AFD job ({self.restarts} of {self.options.max_restarts})")
         self.job.start()
         self.phase, self.since = "starting", time.monotonic()
         return True
@@ -235,17 +257,21 @@ class Supervisor:
     def _resume(self) -> bool:
         """The backend is connected to the restarted job: the server is ready again."""
         if not self.gate.open():
-            self.say(f"loading {JOB_MODEL} again failed (log: {self.server_log})")
+            self.say(f"loading {JOB_MODEL} again failed (log: {self.server.log})")
             return False
         self.phase = None
-        self.say(f"ready again: the AFD job restarted ({self.restarts} restarts)")
+        if self.server_since is None:
+            self.say(f"ready again: the AFD job restarted ({self.restarts} restarts)")
+        else:
+            self.say(f"the AFD job restarted ({self.restarts} restarts); tritonserver is still "
+                     f"starting")
         return True
 
     def _shutdown(self) -> None:
         if self.gate is not None:
             self.gate.open(wait=False)  # a load of afd_job in progress must not hold the server
         if self.server is not None:
-            stop_group(self.server, grace_s=EXIT_TIMEOUT_S + 5)
+            self.server.stop(grace_s=EXIT_TIMEOUT_S + 5)
         if self.job is not None:
             self.job.stop()
         self.say("stopped")

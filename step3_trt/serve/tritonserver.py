@@ -12,6 +12,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from step3_trt.serve.lockdown import AdminKey
+
 
 @dataclass(frozen=True)
 class TritonInstall:
@@ -75,11 +77,15 @@ class Endpoints:
 
 
 def server_command(install: TritonInstall, repository: Path, backends: Path, ends: Endpoints,
-                   models: list[str], exit_timeout_s: int) -> list[str]:
+                   models: list[str], exit_timeout_s: int, admin: AdminKey,
+                   shm_prefix: str) -> list[str]:
+    """`shm_prefix`: the name prefix of the python backend's /dev/shm regions (one per model
+    instance), so that the regions of this server can be told from any other's."""
     loads = [arg for model in models for arg in ("--load-model", model)]
     return [str(install.binary), "--model-repository", str(repository),
             "--backend-directory", str(backends),
-            "--model-control-mode", "explicit", *loads,
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            "--model-control-mode", "explicit", *loads, *admin.server_args(),
             "--http-address", ends.host, "--http-port", str(ends.http_port),
             "--grpc-address", ends.host, "--grpc-port", str(ends.grpc_port),
             "--metrics-address", ends.host, "--metrics-port", str(ends.metrics_port),

@@ -116,3 +116,12 @@ def test_stop_strings_end_a_request_once_its_text_contains_one():
     with pytest.raises(ValueError, match="stop strings need a tokenizer"):
         Scheduler(BlockManager(20, 4), SchedulerConfig(), 64).add(
             Request(2, prompt, SamplingParams(stop_strings=("x",))))
+
+
+def test_bans_block_the_last_token_of_a_bad_word_and_eos_before_min_tokens():
+    req = Request(0, [5, 6, 7], SamplingParams(max_new_tokens=8, stop_token_ids=(3,)),
+                  bad_words=[[7, 9], [4], []], min_tokens=2)
+    assert req.has_bans and req.banned({1}) == {9, 4, 1, 3}
+    req.output += [2, 8]  # min_tokens reached, and the sequence no longer ends with 7
+    assert req.banned({1}) == {4}
+    assert Request(1, [1], SamplingParams()).has_bans is False

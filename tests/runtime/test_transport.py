@@ -17,7 +17,7 @@ from step3_trt.runtime.afd.launch import mpiexec_path
 from step3_trt.runtime.afd.stalls import StallWatch
 from step3_trt.runtime.messages import MessageError, Stalled, Submit, Vote
 from step3_trt.runtime.ranks import JobLayout, RankId, Role
-from step3_trt.runtime.transport.base import AfdError, Deadline, Slot
+from step3_trt.runtime.transport.base import AfdError, Slot
 from step3_trt.runtime.transport.inproc import InprocHub
 from step3_trt.sampling import SamplingParams
 from tests.conftest import REPO

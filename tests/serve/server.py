@@ -67,6 +67,7 @@ class Server:
     engines: Path
     run_dir: Path
     extra: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
     seen: set[int] = field(default_factory=set)
 
@@ -74,7 +75,8 @@ class Server:
         self.ports = ports or free_ports(3)
         self.http_port, self.grpc_port, self.metrics_port = self.ports
         cmd = [sys.executable, "-m", "step3_trt.cli.main", "serve", "--engines", str(self.engines),
-               "--run-dir", str(self.run_dir), "--http-port", str(self.http_port),
+               "--run-dir", str(self.run_dir), "--host", self.host,
+               "--http-port", str(self.http_port),
                "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
                *self.extra]
         self.log = open(self.run_dir.parent / f"{self.run_dir.name}.serve.log", "w")
@@ -84,11 +86,11 @@ class Server:
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def grpc(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
@@ -107,7 +109,7 @@ class Server:
 
     def metric(self, name: str) -> float | None:
         """A metric without labels from the server's /metrics (None if not published)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics",
                                     timeout=10) as response:
             text = response.read().decode()
         values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

@@ -76,10 +76,17 @@ def test_killed_rank_errors_in_flight_goes_not_ready_and_restarts(bundled_engine
         ids, text = reference([PROMPT], 24)[0]
         status, body = http_generate(server.http, {"text_input": PROMPT, "max_tokens": 24})
         assert status == 200 and (body["output_ids"], body["text_output"]) == (ids, text)
-        # a hung coordinator: requests fail after the heartbeat timeout, the job is stopped;
-        # no restarts left, so serve ends with an error, leaving nothing behind
+        # the first job's last words are kept: afd.log is appended per start
+        log = (tmp_path / "run" / "job" / "afd.log").read_text()
+        killed = log.index("process rank 4 with PID")
+        assert log.index("AFD job start 1 at") < killed < log.index("AFD job start 2 at")
+        # a hung coordinator: requests fail after the heartbeat timeout and the server goes
+        # not ready before the job is stopped; no restarts left, so serve ends with an error,
+        # leaving nothing behind
         error = error_after_kill(server, server.rank_pids()[0], signal.SIGSTOP)
         assert "the AFD job sent no heartbeat for 5 s" in error
+        wait_for(lambda: not control.server_ready(server.http), "the server stayed ready")
+        assert "AFD job failed: its coordinator stopped answering" not in server.output()
         assert server.proc.wait(timeout=300) == 1
         assert "AFD job failed: its coordinator stopped answering" in server.output()
         assert "no restarts left (--max-restarts 1)" in server.output()

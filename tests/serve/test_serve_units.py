@@ -9,12 +9,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from step3_trt.presets import DEFAULT_CHECKPOINT
-from step3_trt.runtime.afd import transport
-from step3_trt.runtime.afd.token_bans import TokenBans
-from step3_trt.runtime.scheduler import Chunk, Request
+from step3_trt.runtime.transport import base as transport
 from step3_trt.sampling import SamplingParams
 from step3_trt.serve.detok import TextStream
 from step3_trt.serve.job_client import JobClient, JobUnavailable
@@ -22,7 +19,7 @@ from step3_trt.serve.request import BadRequest, Limits, parse_request
 from step3_trt.tokenizer import load_tokenizer
 
 TOKENIZER = load_tokenizer(DEFAULT_CHECKPOINT)
-LIMITS = Limits(64)
+LIMITS = Limits.of(TOKENIZER, 64)
 
 
 def parse(**inputs):
@@ -73,19 +70,6 @@ def test_a_split_multibyte_character_is_held_back():
     stream = TextStream(TOKENIZER, SamplingParams())
     out = [stream.push([t]) for t in ids]
     assert out == ["a", "", "", "", "🙂"]
-
-
-def test_bans_block_the_last_token_of_a_bad_word_and_eos_before_min_length():
-    req = Request(0, [5, 6, 7], SamplingParams(max_new_tokens=8))
-    bans = TokenBans(eos_token_id=1)
-    bans.add(0, [[7, 9], [4]], min_tokens=2)
-    assert bans.banned(req) == {9, 4, 1}
-    chunk = Chunk(req, 0, [5, 6, 7], [0, 1, 2], True)
-    logits = bans.apply(torch.zeros(1, 12), [chunk])
-    assert torch.isinf(logits[0, [1, 4, 9]]).all() and torch.isfinite(logits[0, 2])
-    req.output += [2, 3]
-    bans.forget(0)
-    assert bans.banned(req) == set()
 
 
 class FakeClock:

@@ -11,6 +11,7 @@ the error names the rank and every unfinished request is reported as an error.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -64,10 +65,17 @@ def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, serve
                     transport: str, timeout: float, micro_batches: int | None = None,
                     device: str | None = None, trace: bool = False,
                     hosts: Hosts = Hosts()) -> list[str]:
-    """The job's command line; `serve`: the ZeroMQ endpoint its coordinator binds."""
-    import os
+    """The job's command line; `serve`: the ZeroMQ endpoint its coordinator binds.
 
+    A job on this host only (no --hostfile / --host) talks through shared memory and needs no
+    TCP listener: the TCP BTL, which listens on every interface (btl_tcp_if_include only
+    chooses the addresses it advertises), is off. PMIx's server in mpiexec listens on 127.0.0.1
+    by default; PRRTE's out-of-band listener binds the wildcard address whatever its interface
+    settings (oob_tcp_listener.c, PRRTE 3.0), so two mpiexec ports (IPv4 and IPv6) stay open on
+    every interface (docs/serving.md, "Limits")."""
     cmd = [mpiexec_path(), "-n", str(layout.world_size), *hosts.args()]
+    if hosts.local:
+        cmd += ["--mca", "btl", "^tcp"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     if hosts.local and layout.world_size > (os.cpu_count() or 1):

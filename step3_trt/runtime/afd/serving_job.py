@@ -1,7 +1,8 @@
 """An AFD job in serving mode under the real `mpiexec`: started in its own process group,
 ready once every rank has loaded its engines and the coordinator answers on its ZeroMQ
 endpoint, stopped by asking the coordinator to shut down (then SIGTERM, then SIGKILL to the
-whole group, so no rank outlives it)."""
+whole group, so no rank outlives it). Each start's output is appended to `afd.log` under a
+header line, so a failed job's traceback outlives its restart."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from step3_trt.build_config import BuildConfig
 from step3_trt.runtime.afd.launch import Hosts, diagnose, job_layout, mpiexec_command
 
 IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with some margin
+START_MARK = "==== step3-trt serve: AFD job start"
 
 
 def die_with_parent() -> None:
@@ -57,7 +60,9 @@ class ServingJob:
         self.transport = transport or build.runtime.transport
         self.trace, self.hosts = trace, hosts
         self.proc: subprocess.Popen | None = None
-        self.log: Path | None = None
+        self.log = self.run_dir / "afd.log"  # every start appended, under a header line
+        self.log_start = 0  # where the output of the last start begins
+        self.starts = 0
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,8 +72,12 @@ class ServingJob:
                               transport=self.transport, timeout=self.timeout,
                               micro_batches=self.micro_batches, device=self.device,
                               trace=self.trace, hosts=self.hosts)
-        self.log = self.run_dir / "afd.log"
-        with open(self.log, "w") as log:
+        self.starts += 1
+        with open(self.log, "ab") as log:
+            log.write(f"{START_MARK} {self.starts} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                      f"====\n".encode())
+            log.flush()
+            self.log_start = log.tell()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=die_with_parent)
@@ -77,8 +86,13 @@ class ServingJob:
         return None if self.proc is None else self.proc.poll()
 
     def failure(self) -> str:
-        """Why the job ended (names the rank that died or failed, when mpiexec says)."""
-        text = self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+        """Why the job last started ended (names the rank that died or failed, when mpiexec
+        says)."""
+        text = ""
+        if self.log.exists():
+            with open(self.log, "rb") as log:
+                log.seek(self.log_start)
+                text = log.read().decode(errors="replace")
         return diagnose(text, self.layout, self.exit_code())
 
     def listening(self) -> bool:
