@@ -51,7 +51,7 @@ def job(transport: str, attention: int, ffn: int, tokens: int, hidden: int, dtyp
            "--layers", str(layers), "--micro-batches", str(micro_batches)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
+        raise RuntimeError(f"{cmd}: exit {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
     ranks = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     calls = layers * micro_batches
     per = {}
