@@ -1,4 +1,5 @@
-"""Sampling parameters and the token sampler (greedy, temperature, top-k, top-p, seed).
+"""Sampling parameters and the token sampler (greedy, temperature, top-k, top-p, seed), and the
+repetition, presence and frequency penalties (`apply_penalties`).
 
 The sampler is numerically safe for every valid parameter set and any logits:
 - Temperature divides the logits *minus their maximum*, so no finite temperature overflows:
@@ -10,11 +11,19 @@ The sampler is numerically safe for every valid parameter set and any logits:
 - If no token is left to choose (every logit -inf or NaN: every token banned), `sample` returns
   the first token id, as argmax does, instead of raising; nothing non-finite ever reaches
   `torch.multinomial`.
+
+Penalties follow TensorRT-LLM's penalty kernel: every token that occurs in the sequence so far
+(prompt and output) has its logit l divided by `repetition_penalty` if l > 0 (multiplied if
+l <= 0), then lowered by `presence_penalty` and by `frequency_penalty` times its count. They act
+on the logits before the temperature (TensorRT-LLM divides by the temperature first: the same
+result at temperature 1, and for the repetition penalty at any temperature), and in greedy
+decoding too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +41,9 @@ class SamplingParams:
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     stop_strings: tuple[str, ...] = field(default_factory=tuple)  # needs a detokenizer
+    repetition_penalty: float = 1.0  # 1 = none; > 1 discourages tokens already in the sequence
+    presence_penalty: float = 0.0  # subtracted once from the logit of a token already present
+    frequency_penalty: float = 0.0  # subtracted per occurrence
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -50,6 +62,17 @@ class SamplingParams:
             raise ValueError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
         if any(not isinstance(s, str) or not s for s in self.stop_strings):
             raise ValueError(f"stop strings must be non-empty strings, got {self.stop_strings!r}")
+        if not _finite_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be a finite number > 0, got "
+                             f"{self.repetition_penalty!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not _finite_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or \
+            self.frequency_penalty != 0.0
 
     @property
     def is_greedy(self) -> bool:
@@ -61,6 +84,31 @@ class SamplingParams:
         g = torch.Generator()
         g.manual_seed(self.seed if self.seed is not None else torch.seed())
         return g
+
+
+def _finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def apply_penalties(logits: torch.Tensor, tokens: Sequence[int],
+                    params: SamplingParams) -> torch.Tensor:
+    """logits [V] -> float32 logits [V] with the penalties of `params` applied to every token of
+    `tokens` (the sequence so far: prompt and output). Non-finite logits stay non-finite; the
+    sampler handles them."""
+    out = logits.float().clone()
+    if not tokens or not params.has_penalties:
+        return out
+    counts = torch.bincount(torch.tensor(list(tokens), device=out.device),
+                            minlength=out.numel())[:out.numel()]  # [V]
+    seen = counts > 0
+    if params.repetition_penalty != 1.0:
+        rp = params.repetition_penalty
+        out = torch.where(seen, torch.where(out > 0, out / rp, out * rp), out)
+    if params.presence_penalty != 0.0:
+        out = out - seen.float() * params.presence_penalty
+    if params.frequency_penalty != 0.0:
+        out = out - counts.float() * params.frequency_penalty
+    return out
 
 
 def stop_string_hit(text: str, params: SamplingParams) -> int | None:

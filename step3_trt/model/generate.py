@@ -6,7 +6,7 @@ import torch
 
 from step3_trt.model.kv_cache import ContiguousKVCache
 from step3_trt.model.reference import Step3ForCausalLM
-from step3_trt.sampling import SamplingParams, sample
+from step3_trt.sampling import SamplingParams, apply_penalties, sample
 
 
 @torch.no_grad()
@@ -45,7 +45,9 @@ def generate(model: Step3ForCausalLM, prompts: list[list[int]],
         for b in range(B):
             if done[b]:
                 continue
-            tok = sample(last[b], per_seq[b], generators[b])
+            row = apply_penalties(last[b], prompts[b] + outputs[b], per_seq[b]) \
+                if per_seq[b].has_penalties else last[b]
+            tok = sample(row, per_seq[b], generators[b])
             outputs[b].append(tok)
             done[b] = tok in stops[b] or len(outputs[b]) >= per_seq[b].max_new_tokens
         if all(done):

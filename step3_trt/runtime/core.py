@@ -25,7 +25,7 @@ from step3_trt.runtime.ffn import FfnClient
 from step3_trt.runtime.request import Request
 from step3_trt.runtime.scheduler import Chunk, Scheduler
 from step3_trt.runtime.trace import Tracer
-from step3_trt.sampling import sample
+from step3_trt.sampling import apply_penalties, sample
 
 
 def split_micro_batches(chunks: list[Chunk], parts: int) -> list[list[Chunk]]:
@@ -71,6 +71,9 @@ class EngineCore:
                              f"[0, {vocab})")
         if any(not 0 <= t < vocab for w in request.bad_words for t in w):
             raise ValueError(f"request {request.request_id}: bad_words token ids must be in "
+                             f"[0, {vocab})")
+        if any(not 0 <= t < vocab for w in request.stop_words for t in w):
+            raise ValueError(f"request {request.request_id}: stop_words token ids must be in "
                              f"[0, {vocab})")
         if request.min_tokens < 0:
             raise ValueError(f"request {request.request_id}: min_tokens must be >= 0")
@@ -153,7 +156,8 @@ class EngineCore:
         with the error and left out."""
         rows = [i for i, c in enumerate(chunks) if c.samples]
         plain = [i for i in rows if chunks[i].request.params.is_greedy
-                 and not chunks[i].request.has_bans]
+                 and not chunks[i].request.has_bans
+                 and not chunks[i].request.params.has_penalties]
         out = {}
         if plain:
             picks = logits[plain].argmax(-1).tolist()
@@ -164,6 +168,8 @@ class EngineCore:
                 continue
             try:
                 row = logits[i]
+                if req.params.has_penalties:
+                    row = apply_penalties(row, req.tokens, req.params)  # a fresh tensor
                 banned = req.banned(self.eos_token_ids) if req.has_bans else ()
                 if banned:
                     row = row.clone()

@@ -38,6 +38,7 @@ class Submit:
     stream: bool = False
     bad_words: list[list[int]] = field(default_factory=list)  # token sequences never to complete
     min_tokens: int = 0  # no end-of-sequence or stop token before this many outputs
+    stop_words: list[list[int]] = field(default_factory=list)  # token sequences that end it
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class Request:
     params: SamplingParams
     bad_words: list[list[int]] = field(default_factory=list)  # token sequences never completed
     min_tokens: int = 0  # no end-of-sequence or stop token before this many outputs
+    stop_words: list[list[int]] = field(default_factory=list)  # token sequences that end it
     stream: bool = False  # report new tokens after every step
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
@@ -38,6 +39,7 @@ class Request:
 
     def __post_init__(self):
         self.bad_words = [list(w) for w in self.bad_words if w]
+        self.stop_words = [list(w) for w in self.stop_words if w]
         if self.generator is None:
             self.generator = self.params.generator()
 
@@ -73,6 +75,8 @@ class Request:
         token = self.output[-1]
         if token in eos_token_ids or token in self.params.stop_token_ids:
             return "stop"
+        if self.stop_words and any(self.tokens[-len(w):] == w for w in self.stop_words):
+            return "stop"  # the stop word's tokens stay in the output
         if self.params.stop_strings and \
                 stop_string_hit(detokenize(self.output), self.params) is not None:
             return "stop"

@@ -68,7 +68,7 @@ class AttentionWorker:
 
     def _admit(self, msg: Submit) -> list[Result]:
         req = Request(msg.id, list(msg.prompt_ids), msg.params, bad_words=msg.bad_words,
-                      min_tokens=msg.min_tokens, stream=msg.stream)
+                      min_tokens=msg.min_tokens, stream=msg.stream, stop_words=msg.stop_words)
         try:
             self.core.add(req)
         except ValueError as e:
