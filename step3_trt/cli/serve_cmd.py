@@ -40,7 +40,13 @@ def add_parser(sub) -> None:
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
     p.add_argument("--model-repository", type=Path, default=None,
-                   help="Triton model repository holding `step3` (default: triton_repo/)")
+                   help="Triton model repository holding `step3`, `afd_job` and the TensorRT-LLM "
+                        "backend's models (default: triton_repo/)")
+    p.add_argument("--decoupled", action="store_true",
+                   help="serve tensorrt_llm and tensorrt_llm_bls (and so the ensemble) in "
+                        "decoupled mode, as the TensorRT-LLM backend's decoupled_mode:true: "
+                        "streaming works, Triton's ModelInfer and HTTP infer refuse them "
+                        "(default: not decoupled, one response per request)")
     p.set_defaults(run=run)
 
 
@@ -61,5 +67,6 @@ def run(args) -> int:
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
         heartbeat_timeout_s=args.heartbeat_timeout,
-        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
+        decoupled=args.decoupled)
     return Supervisor(options).run()

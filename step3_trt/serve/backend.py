@@ -1,14 +1,18 @@
-"""The `step3` model of the Triton python backend (decoupled: any number of responses per
-request). `triton_repo/step3/1/model.py` is this class; it runs inside Triton's stub process.
+"""The generating models of the Triton python backend: `step3`, `tensorrt_llm` and
+`tensorrt_llm_bls` are this class, each with its interface (serve/interfaces.py) named by the
+config parameter `interface`; it runs inside Triton's stub process. Decoupled models send any
+number of responses per request; non-decoupled ones (tensorrt_llm and tensorrt_llm_bls unless
+`step3-trt serve --decoupled`) exactly one, through the same response sender.
 
 `execute` checks each request on Triton's thread (cheap and bounded) and hands it to the
 admission lanes, which tokenize it and submit it to the AFD job (serve/admission.py). Error
 codes: INVALID_ARG for the client's input, UNAVAILABLE while the job is restarting or gone,
 INTERNAL for a failure of ours (docs/serving.md says what status each becomes).
 
-Config parameters (filled in by `step3-trt serve`): `engines` (the engine directory, for the
-tokenizer and the context length), `afd_endpoint` (the coordinator's ZeroMQ endpoint),
-`startup_timeout_s` (how long loading waits for the job), `heartbeat_timeout_s`.
+Config parameters: `interface`; `exclude_input_in_output` and (tensorrt_llm_bls)
+`accumulate_tokens`, "true" or "false"; filled in by `step3-trt serve`: `engines` (the engine
+directory, for the tokenizer and the context length), `afd_endpoint` (the coordinator's ZeroMQ
+endpoint), `startup_timeout_s` (how long loading waits for the job), `heartbeat_timeout_s`.
 """
 
 from __future__ import annotations
@@ -18,39 +22,43 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from step3_trt.build_config import BuildConfig
 from step3_trt.serve.admission import Admission
+from step3_trt.serve.interfaces import INTERFACES
 from step3_trt.serve.job_client import JobClient, JobUnavailable
 from step3_trt.serve.metrics import JobMetrics
-from step3_trt.serve.request import INPUTS, BadRequest, CheckedRequest, Limits, check_request, \
+from step3_trt.serve.model_config import check_declared, engine_limits, flag_parameter, \
+    model_parameters
+from step3_trt.serve.outputs import BlsText, Step3Text, TokenIds
+from step3_trt.serve.request import BadRequest, CheckedRequest, GenerationRequest, check, \
     tokenize
 from step3_trt.serve.responses import ResponseStream
-from step3_trt.tokenizer import Step3Tokenizer, load_tokenizer
+from step3_trt.tokenizer import load_tokenizer
 
-REQUIRED = ("engines", "afd_endpoint")
-
-
-def engine_limits(engine_dir: Path, tokenizer: Step3Tokenizer) -> Limits:
-    build = BuildConfig.from_file(engine_dir / "build_config.yaml")
-    meta = json.loads((engine_dir / "attention" / "rank0" / "engine.json").read_text())
-    return Limits.of(tokenizer,
-                     build.runtime.max_seq_len or meta["architecture"]["max_position_embedding"])
+REQUIRED = ("engines", "afd_endpoint", "interface")
 
 
-class Step3Model:
+class GenerationModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(config)
         missing = [k for k in REQUIRED if not params.get(k)]
         if missing:
             raise ValueError(f"model parameter(s) {', '.join(missing)} not set: start the server "
                              f"with `step3-trt serve --engines DIR`")
+        if params["interface"] not in INTERFACES:
+            raise ValueError(f"model parameter interface must be one of "
+                             f"{', '.join(INTERFACES)}, got {params['interface']!r}")
+        self.interface = INTERFACES[params["interface"]]
+        check_declared(config, self.interface)
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        self.include_input = not flag_parameter(params, "exclude_input_in_output", True)
+        self.accumulate = flag_parameter(params, "accumulate_tokens", False)
         engines = Path(params["engines"])
         self.tokenizer = load_tokenizer(engines)
         if self.tokenizer is None:
             raise FileNotFoundError(f"{engines} has no tokenizer (tokenizer/tokenizer.json)")
         self.limits = engine_limits(engines, self.tokenizer)
-        self.metrics = JobMetrics(pb_utils)
+        self.metrics = JobMetrics(pb_utils, config["name"])
         self.client = JobClient(params["afd_endpoint"],
                                 float(params.get("startup_timeout_s") or 600),
                                 float(params.get("heartbeat_timeout_s") or 5),
@@ -64,12 +72,13 @@ class Step3Model:
             sender = request.get_response_sender()
             try:
                 inputs = {}
-                for name in INPUTS:
+                for name in self.interface.specs:
                     tensor = pb_utils.get_input_tensor_by_name(request, name)
                     if tensor is not None:
                         inputs[name] = tensor.as_numpy()
                 parameters = json.loads(request.parameters() or "{}")
-                checked = check_request(inputs, parameters, self.limits)
+                checked = check(self.interface, inputs, parameters, self.limits,
+                                self.include_input, self.decoupled)
                 self.admission.submit(len(checked.text),
                                       lambda c=checked, s=sender: self._admit(c, s))
             except BadRequest as e:
@@ -83,7 +92,8 @@ class Step3Model:
         """On an admission lane: tokenize, then hand the request to the AFD job."""
         try:
             parsed = tokenize(checked, self.tokenizer, self.limits)
-            self.client.submit(parsed, ResponseStream(pb_utils, sender, parsed, self.tokenizer,
+            self.client.submit(parsed, ResponseStream(pb_utils, sender, parsed,
+                                                      self._outputs(parsed),
                                                       self.metrics.on_request_done))
         except BadRequest as e:
             self._error(sender, str(e), pb_utils.TritonError.INVALID_ARG)
@@ -92,6 +102,14 @@ class Step3Model:
         except Exception as e:  # noqa: BLE001 - answer the request whatever went wrong
             self._error(sender, f"internal error: {type(e).__name__}: {e}",
                         pb_utils.TritonError.INTERNAL)
+
+    def _outputs(self, request: GenerationRequest):
+        ends = self.limits.eos_token_ids | set(request.params.stop_token_ids)
+        if self.interface.name == "tensorrt_llm":
+            return TokenIds(request, ends)
+        if self.interface.name == "tensorrt_llm_bls":
+            return BlsText(self.tokenizer, request, ends, self.accumulate)
+        return Step3Text(self.tokenizer, request)
 
     def _error(self, sender, message: str, code) -> None:
         self.metrics.on_request_done("rejected")

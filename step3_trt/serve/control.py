@@ -46,14 +46,14 @@ def unload_model(base: str, model: str, timeout_s: float, admin: AdminKey) -> bo
 
 
 def job_up(metrics_base: str) -> float | None:
-    """The backend's `step3_afd_job_up` gauge (1 answering, 0 gone), None if not published."""
+    """The backend's `step3_afd_job_up` gauges (1 answering, 0 gone), one per generating model:
+    the lowest (0 if the job is gone for any model), None if none is published."""
     request = urllib.request.Request(f"{metrics_base}/metrics")
     try:
         with _OPENER.open(request, timeout=2.0) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return None
-    for line in text.splitlines():
-        if line.startswith("step3_afd_job_up"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("step3_afd_job_up")]
+    return min(values) if values else None

@@ -79,7 +79,7 @@ class Connection:
 def request_payload(rid: int, request: GenerationRequest) -> bytes:
     return messages.encode(messages.Submit(rid, request.prompt_ids, request.params,
                                            request.stream, request.bad_words,
-                                           request.min_tokens))
+                                           request.min_tokens, request.stop_words))
 
 
 class JobClient:

@@ -1,6 +1,11 @@
 """Custom Triton metrics (on the server's /metrics endpoint): the AFD job's state and each
 attention rank's scheduler and KV-cache occupancy (from the coordinator's heartbeats), and the
-requests answered by finish reason."""
+requests answered by finish reason.
+
+Every generating model (step3, tensorrt_llm, tensorrt_llm_bls) is a client of the job with its
+own connection, so `step3_afd_job_up` is per model (label `model`); the other series are
+the server's: Triton merges families of one name, and each model sets the same heartbeat
+values and adds its answered requests to the same counters."""
 
 from __future__ import annotations
 
@@ -13,17 +18,18 @@ GAUGES = {
 
 
 class JobMetrics:
-    def __init__(self, pb_utils):
+    def __init__(self, pb_utils, model: str):
         gauge = pb_utils.MetricFamily.GAUGE
         self.families = {key: pb_utils.MetricFamily(name=name, description=text, kind=gauge)
                          for key, (name, text) in GAUGES.items()}
         # a MetricFamily must outlive its Metric objects: keep both
         self.job_families = [
             pb_utils.MetricFamily(name="step3_afd_job_up", kind=gauge,
-                                  description="1 while the AFD job answers, else 0"),
+                                  description="1 while the AFD job answers the model, else 0"),
             pb_utils.MetricFamily(name="step3_requests_in_flight", kind=gauge,
                                   description="Requests the AFD job is serving")]
-        self.up, self.in_flight = (f.Metric(labels={}) for f in self.job_families)
+        self.up = self.job_families[0].Metric(labels={"model": model})
+        self.in_flight = self.job_families[1].Metric(labels={})
         self.per_rank: dict[tuple[str, str], object] = {}
         self.finished_family = pb_utils.MetricFamily(
             name="step3_requests_finished_total", kind=pb_utils.MetricFamily.COUNTER,

@@ -1,53 +1,49 @@
-"""Triton request tensors (the TensorRT-LLM backend's names) -> a validated generation request.
+"""Triton request tensors -> a validated generation request, for every generating model's
+interface (serve/interfaces.py): one set of checks, whatever the tensors are called.
 
 Two steps, so that no request costs unbounded work before it is admitted:
-- `check_request` validates every input and parameter without tokenizing: value ranges, shapes,
-  UTF-8, and byte limits on the prompt and on the stop/bad word lists (see `Limits`). It is
-  cheap and runs on Triton's request thread.
-- `tokenize` encodes the prompt and the bad words and checks the prompt's token count against
+- `check` validates every input and parameter without tokenizing: value ranges, shapes, UTF-8,
+  and byte limits on the prompt and on the stop/bad word lists (see `Limits`). It is cheap and
+  runs on Triton's request thread.
+- `tokenize` encodes a text prompt and text words and checks the prompt's token count against
   the context; it runs on an admission worker (serve/admission.py), off that thread.
 
-The output never repeats the input unless `exclude_input_in_output` is false (then a
-non-streaming `text_output` starts with the input text). Sampling follows the TensorRT-LLM
-backend: with no sampling input the decode is greedy; a temperature > 0, a top_k > 1 or a top_p
-in (0, 1) turns sampling on (top_p 0 means unset). Each check raises `BadRequest` with one line
-naming the input and the problem.
+Sampling follows TensorRT-LLM (its `regularizeTopKTopP`): greedy unless top_k > 1, or top_k is
+0 (or unset) and top_p > 0; then top-k and top-p filter (top_p 0 or unset = 1); the
+temperature only shapes the sampled distribution, and 0 makes it greedy. Each check raises
+`BadRequest` with one line naming the input and the problem.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from step3_trt.sampling import SamplingParams
+from step3_trt.serve.interfaces import STEP3, Fields, Interface, read_fields
+from step3_trt.serve.tensors import MAX_WORDS, BadRequest, Inputs, byte_len, utf8
 from step3_trt.tokenizer import Step3Tokenizer
 
-# name -> (Triton data type, is a list); text_input is required, the rest optional
-INPUTS = {"text_input": ("TYPE_STRING", False), "max_tokens": ("TYPE_INT32", False),
-          "stream": ("TYPE_BOOL", False), "temperature": ("TYPE_FP32", False),
-          "top_k": ("TYPE_INT32", False), "top_p": ("TYPE_FP32", False),
-          "seed": ("TYPE_UINT64", False), "stop_words": ("TYPE_STRING", True),
-          "bad_words": ("TYPE_STRING", True), "min_length": ("TYPE_INT32", False),
-          "exclude_input_in_output": ("TYPE_BOOL", False)}
-DEFAULT_MAX_TOKENS = 16
-MAX_WORDS = 32  # entries of stop_words, and of bad_words
-MAX_WORD_BYTES = 256  # bytes of one entry (a streamed response rescans every stop word)
+__all__ = ["BadRequest", "MAX_WORDS", "INPUTS", "Limits", "CheckedRequest", "GenerationRequest",
+           "check", "check_request", "tokenize", "parse_request", "encode_prompt",
+           "longest_token_bytes"]
 
-
-class BadRequest(ValueError):
-    """The request is malformed; the message says which input and why."""
+INPUTS = tuple(STEP3.specs)  # the step3 model's inputs
+Word = str | list[int]  # a stop or bad word: text (tokenized at admission) or token ids
 
 
 @dataclass(frozen=True)
 class Limits:
     max_seq_len: int  # prompt + generated tokens
     token_bytes: int  # the most UTF-8 bytes one token of the vocabulary stands for
+    vocab_size: int  # token ids are in [0, vocab_size)
+    eos_token_ids: frozenset[int] = frozenset()  # the tokens that end a sequence
 
     @classmethod
-    def of(cls, tokenizer: Step3Tokenizer, max_seq_len: int) -> "Limits":
-        return cls(max_seq_len, longest_token_bytes(tokenizer))
+    def of(cls, tokenizer: Step3Tokenizer, max_seq_len: int, vocab_size: int | None = None,
+           eos_token_ids: frozenset[int] = frozenset()) -> "Limits":
+        vocab = vocab_size or tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+        return cls(max_seq_len, longest_token_bytes(tokenizer), vocab, frozenset(eos_token_ids))
 
     def max_prompt_bytes(self, max_tokens: int) -> int:
         """A longer prompt has more tokens than fit before max_tokens new ones, whatever its
@@ -74,13 +70,19 @@ def encode_prompt(tokenizer: Step3Tokenizer, text: str) -> list[int]:
 
 @dataclass(frozen=True)
 class CheckedRequest:
-    """Every input validated; the prompt and the bad words not yet tokenized."""
-    text: str
+    """Every input validated; a text prompt and text words not yet tokenized."""
+    prompt: str | list[int]
     params: SamplingParams
     stream: bool
-    bad_words: list[str]
+    bad_words: list[Word]
+    stop_words: list[Word]  # token-sequence stops (step3's stop words are params.stop_strings)
     min_tokens: int
-    repeat_input: bool  # exclude_input_in_output false
+    include_input: bool  # the output repeats the input (exclude_input_in_output false)
+
+    @property
+    def text(self) -> str:
+        """The text to tokenize ("" for a prompt of token ids): it picks the admission lane."""
+        return self.prompt if isinstance(self.prompt, str) else ""
 
 
 @dataclass(frozen=True)
@@ -89,144 +91,174 @@ class GenerationRequest:
     params: SamplingParams
     stream: bool
     bad_words: list[list[int]]
-    min_tokens: int = 0  # `min_length`: no end-of-sequence before this many tokens
-    prompt_text: str | None = None  # set when the output repeats the input (not excluded)
+    min_tokens: int = 0  # no end-of-sequence or stop token before this many outputs
+    prompt_text: str | None = None  # the prompt as the client sent it, if it sent text
+    stop_words: list[list[int]] = field(default_factory=list)  # token sequences that end it
+    include_input: bool = False  # the output repeats the input
 
 
-def _scalar(inputs: dict[str, np.ndarray], name: str):
-    arr = inputs.get(name)
-    if arr is None:
-        return None
-    flat = np.asarray(arr).reshape(-1)
-    if flat.size != 1:
-        raise BadRequest(f"{name} must hold one value, got {flat.size}")
-    value = flat[0]
-    return value.item() if isinstance(value, np.generic) else value  # plain Python, for JSON
+def check(interface: Interface, inputs: Inputs, parameters: dict, limits: Limits,
+          include_input: bool = False, can_stream: bool = True) -> CheckedRequest:
+    """`include_input`: whether the output repeats the input when `exclude_input_in_output` is
+    not sent; `can_stream`: whether the model is decoupled (else it sends one response)."""
+    f = read_fields(interface, inputs, parameters)
+    if f.get("stream") and not can_stream:
+        raise BadRequest(f"{f.tensor('stream')} is only supported if the model is decoupled: "
+                         f"start the server with `step3-trt serve --decoupled`")
+    max_tokens = max_tokens_of(f, limits)
+    prompt = _token_prompt(f, limits, max_tokens) if interface.token_prompt \
+        else text_prompt_of(f, limits, max_tokens)
+    min_tokens = _min_tokens(f, max_tokens)
+    stop_words = list(f.get("stop_words") or [])
+    bad_words = list(f.get("bad_words") or [])
+    for name in ("stop_words", "bad_words"):
+        check_ids(f, name, [t for w in f.get(name) or [] if isinstance(w, list) for t in w],
+                   limits)
+    stop_strings = tuple(stop_words) if interface.stop_strings else ()
+    params = _sampling(f, max_tokens, stop_strings, end_ids_of(f, limits))
+    exclude = f.get("exclude_input")
+    return CheckedRequest(prompt, params, bool(f.get("stream")), bad_words,
+                          [] if interface.stop_strings else stop_words, min_tokens,
+                          include_input if exclude is None else not exclude)
 
 
-def _int(inputs: dict[str, np.ndarray], name: str) -> int | None:
-    value = _scalar(inputs, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise BadRequest(f"{name} must be an integer, got {value!r}")
-    return value
-
-
-def _float(inputs: dict[str, np.ndarray], name: str) -> float | None:
-    value = _scalar(inputs, name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise BadRequest(f"{name} must be a number, got {value!r}")
-    return value
-
-
-def _byte_len(value) -> int:
-    return len(value.encode()) if isinstance(value, str) else len(value)
-
-
-def _strings(inputs: dict[str, np.ndarray], name: str) -> list[str]:
-    arr = inputs.get(name)
-    if arr is None:
-        return []
-    items = np.asarray(arr, dtype=object).reshape(-1)
-    if items.size > MAX_WORDS:
-        raise BadRequest(f"{name} holds {items.size} entries; at most {MAX_WORDS}")
-    out = []
-    for item in items:
-        if _byte_len(item) > MAX_WORD_BYTES:
-            raise BadRequest(f"{name} has an entry of {_byte_len(item)} bytes; at most "
-                             f"{MAX_WORD_BYTES}")
-        text = _utf8(item, name)
-        if text:  # TensorRT-LLM clients send [""] for "none"
-            out.append(text)
-    return out
-
-
-def _utf8(value, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{name} is not valid UTF-8") from None
-
-
-def _sampling(inputs: dict[str, np.ndarray], max_tokens: int, stop: list[str]) -> SamplingParams:
-    temperature, top_k = _float(inputs, "temperature"), _int(inputs, "top_k")
-    top_p, seed = _float(inputs, "top_p"), _int(inputs, "seed")
-    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
-        raise BadRequest(f"temperature must be a finite number >= 0, got {temperature}")
-    if top_k is not None and top_k < 0:
-        raise BadRequest(f"top_k must be >= 0, got {top_k}")
-    if top_p is not None and not 0 <= top_p <= 1:
-        raise BadRequest(f"top_p must be in [0, 1], got {top_p}")
-    if seed is not None and not 0 <= seed < 2 ** 64:
-        raise BadRequest(f"seed must be in [0, 2^64), got {seed}")
-    sampling = (temperature is not None and temperature > 0) or \
-        (top_k is not None and top_k > 1) or (top_p is not None and 0 < top_p < 1)
-    greedy = not sampling or temperature == 0
-    return SamplingParams(
-        max_new_tokens=max_tokens, greedy=greedy,
-        temperature=1.0 if temperature is None or greedy else float(temperature),
-        top_k=0 if top_k is None else int(top_k),
-        top_p=1.0 if top_p is None or top_p == 0 else float(top_p),
-        seed=None if seed is None else int(seed), stop_strings=tuple(stop))
-
-
-def _text_input(inputs: dict[str, np.ndarray], limits: Limits, max_tokens: int) -> str:
-    value = _scalar(inputs, "text_input")
-    if value is None:
-        raise BadRequest("missing required input text_input")
-    if not isinstance(value, (str, bytes)):
-        raise BadRequest(f"text_input must be a string, got {value!r}")
-    size = _byte_len(value)
-    if size > limits.max_prompt_bytes(max_tokens):
-        raise BadRequest(f"text_input ({size} bytes) cannot fit in the context length "
-                         f"{limits.max_seq_len} with max_tokens {max_tokens} (a token holds at "
-                         f"most {limits.token_bytes} bytes)")
-    text = _utf8(value, "text_input")
-    if not text:
-        raise BadRequest("text_input is empty")
-    return text
-
-
-def check_request(inputs: dict[str, np.ndarray], parameters: dict,
-                  limits: Limits) -> CheckedRequest:
-    unknown = sorted(k for k in parameters if not k.startswith("triton_"))
-    if unknown:
-        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; step3 takes the inputs "
-                         f"{', '.join(INPUTS)}")
-    max_tokens = _int(inputs, "max_tokens")
-    max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
-    if max_tokens < 1:
-        raise BadRequest(f"max_tokens must be >= 1, got {max_tokens}")
-    if max_tokens >= limits.max_seq_len:
-        raise BadRequest(f"max_tokens ({max_tokens}) must be below the context length "
-                         f"{limits.max_seq_len}")
-    text = _text_input(inputs, limits, max_tokens)
-    min_length = _int(inputs, "min_length")
-    min_length = 0 if min_length is None else min_length
-    if not 0 <= min_length <= max_tokens:
-        raise BadRequest(f"min_length must be in [0, max_tokens={max_tokens}], got {min_length}")
-    stream, exclude = _scalar(inputs, "stream"), _scalar(inputs, "exclude_input_in_output")
-    params = _sampling(inputs, max_tokens, _strings(inputs, "stop_words"))
-    return CheckedRequest(text, params, bool(stream) if stream is not None else False,
-                          _strings(inputs, "bad_words"), min_length,
-                          exclude is not None and not exclude)
+def check_request(inputs: Inputs, parameters: dict, limits: Limits) -> CheckedRequest:
+    """`check` for the step3 model."""
+    return check(STEP3, inputs, parameters, limits)
 
 
 def tokenize(checked: CheckedRequest, tokenizer: Step3Tokenizer,
              limits: Limits) -> GenerationRequest:
-    prompt_ids = encode_prompt(tokenizer, checked.text)
-    max_tokens = checked.params.max_new_tokens
+    if isinstance(checked.prompt, str):
+        text = checked.prompt
+        prompt_ids = encode_fitting(tokenizer, text, checked.params.max_new_tokens, limits)
+    else:
+        prompt_ids, text = checked.prompt, None
+    return GenerationRequest(prompt_ids, checked.params, checked.stream,
+                             word_ids(checked.bad_words, tokenizer), checked.min_tokens, text,
+                             word_ids(checked.stop_words, tokenizer), checked.include_input)
+
+
+def encode_fitting(tokenizer: Step3Tokenizer, text: str, max_tokens: int,
+                   limits: Limits) -> list[int]:
+    """The prompt's token ids; BadRequest if they and max_tokens new ones exceed the context."""
+    prompt_ids = encode_prompt(tokenizer, text)
     if len(prompt_ids) + max_tokens > limits.max_seq_len:
         raise BadRequest(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds "
                          f"the context length {limits.max_seq_len}")
-    bad_words = [tokenizer.encode(w, add_special_tokens=False) for w in checked.bad_words]
-    return GenerationRequest(prompt_ids, checked.params, checked.stream,
-                             [ids for ids in bad_words if ids], checked.min_tokens,
-                             checked.text if checked.repeat_input else None)
+    return prompt_ids
 
 
-def parse_request(inputs: dict[str, np.ndarray], parameters: dict, tokenizer: Step3Tokenizer,
+def parse_request(inputs: Inputs, parameters: dict, tokenizer: Step3Tokenizer,
                   limits: Limits) -> GenerationRequest:
-    """Both steps at once."""
+    """Both steps at once, for the step3 model."""
     return tokenize(check_request(inputs, parameters, limits), tokenizer, limits)
+
+
+def word_ids(words: list[Word], tokenizer: Step3Tokenizer) -> list[list[int]]:
+    """Text words as TensorRT-LLM's preprocessing encodes them (no BOS); empty ones dropped."""
+    ids = [tokenizer.encode(w, add_special_tokens=False) if isinstance(w, str) else w
+           for w in words]
+    return [w for w in ids if w]
+
+
+def max_tokens_of(f: Fields, limits: Limits) -> int:
+    name, max_tokens = f.tensor("max_tokens"), f.get("max_tokens")
+    if max_tokens < 1:
+        raise BadRequest(f"{name} must be >= 1, got {max_tokens}")
+    if max_tokens >= limits.max_seq_len:
+        raise BadRequest(f"{name} ({max_tokens}) must be below the context length "
+                         f"{limits.max_seq_len}")
+    return max_tokens
+
+
+def text_prompt_of(f: Fields, limits: Limits, max_tokens: int) -> str:
+    name, value = f.tensor("prompt"), f.get("prompt")
+    size = byte_len(value)
+    if size > limits.max_prompt_bytes(max_tokens):
+        raise BadRequest(f"{name} ({size} bytes) cannot fit in the context length "
+                         f"{limits.max_seq_len} with max_tokens {max_tokens} (a token holds at "
+                         f"most {limits.token_bytes} bytes)")
+    text = utf8(value, name)
+    if not text:
+        raise BadRequest(f"{name} is empty")
+    return text
+
+
+def _token_prompt(f: Fields, limits: Limits, max_tokens: int) -> list[int]:
+    name, ids = f.tensor("prompt"), f.get("prompt")
+    length = f.get("prompt_length")
+    if not 1 <= length <= len(ids):
+        raise BadRequest(f"{f.tensor('prompt_length')} must be in [1, {len(ids)}] (the tokens "
+                         f"of {name}), got {length}")
+    ids = ids[:length]
+    check_ids(f, "prompt", ids, limits)
+    if length + max_tokens > limits.max_seq_len:
+        raise BadRequest(f"{name} ({length} tokens) + {f.tensor('max_tokens')} ({max_tokens}) "
+                         f"exceeds the context length {limits.max_seq_len}")
+    return ids
+
+
+def check_ids(f: Fields, name: str, ids: list[int], limits: Limits) -> None:
+    bad = [t for t in ids if not 0 <= t < limits.vocab_size]
+    if bad:
+        raise BadRequest(f"{f.tensor(name)} holds token id {bad[0]}, outside [0, "
+                         f"{limits.vocab_size})")
+
+
+def _min_tokens(f: Fields, max_tokens: int) -> int:
+    min_tokens = f.get("min_tokens")
+    if not 0 <= min_tokens <= max_tokens:
+        raise BadRequest(f"{f.tensor('min_tokens')} must be in [0, max_tokens={max_tokens}], "
+                         f"got {min_tokens}")
+    return min_tokens
+
+
+def end_ids_of(f: Fields, limits: Limits) -> tuple[int, ...]:
+    """`end_id` ends the sequence too (the model's own end tokens always do); `pad_id` pads
+    nothing with one beam, and is only range-checked."""
+    for name in ("end_id", "pad_id"):
+        value = f.get(name)
+        if value is not None and not 0 <= value < limits.vocab_size:
+            raise BadRequest(f"{f.tensor(name)} must be a token id in [0, {limits.vocab_size}), "
+                             f"got {value}")
+    end_id = f.get("end_id")
+    return () if end_id is None or end_id in limits.eos_token_ids else (end_id,)
+
+
+def _sampling(f: Fields, max_tokens: int, stop_strings: tuple[str, ...],
+              stop_token_ids: tuple[int, ...]) -> SamplingParams:
+    temperature, top_k = f.get("temperature"), f.get("top_k")
+    top_p, seed = f.get("top_p"), f.get("seed")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise BadRequest(f"{f.tensor('temperature')} must be a finite number >= 0, got "
+                         f"{temperature}")
+    if top_k is not None and top_k < 0:
+        raise BadRequest(f"{f.tensor('top_k')} must be >= 0, got {top_k}")
+    if top_p is not None and not 0 <= top_p <= 1:
+        raise BadRequest(f"{f.tensor('top_p')} must be in [0, 1], got {top_p}")
+    if seed is not None and not 0 <= seed < 2 ** 64:
+        raise BadRequest(f"{f.tensor('seed')} must be in [0, 2^64), got {seed}")
+    k = top_k or 0
+    sampling = k > 1 or (k == 0 and top_p is not None and top_p > 0)
+    greedy = not sampling or temperature == 0
+    return SamplingParams(
+        max_new_tokens=max_tokens, greedy=greedy,
+        temperature=1.0 if temperature is None or greedy else float(temperature),
+        top_k=k, top_p=1.0 if not top_p else float(top_p),
+        seed=None if seed is None else int(seed), stop_token_ids=stop_token_ids,
+        stop_strings=stop_strings, **_penalties(f))
+
+
+def _penalties(f: Fields) -> dict[str, float]:
+    out = {}
+    for name, neutral in (("repetition_penalty", 1.0), ("presence_penalty", 0.0),
+                          ("frequency_penalty", 0.0)):
+        value = f.get(name)
+        if value is None:
+            value = neutral
+        if not math.isfinite(value) or (name == "repetition_penalty" and value <= 0):
+            raise BadRequest(f"{f.tensor(name)} must be a finite number"
+                             f"{' > 0' if name == 'repetition_penalty' else ''}, got {value}")
+        out[name] = float(value)
+    return out

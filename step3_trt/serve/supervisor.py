@@ -37,6 +37,11 @@ from step3_trt.serve.tritonserver import Endpoints, TritonInstall, render_reposi
     server_command
 
 MODEL = "step3"
+# the TensorRT-LLM backend's model repository layout (triton_repo/README.md): the models that
+# reach the AFD job, those that only tokenize, and the ensemble of the three steps
+TRTLLM_JOB_MODELS = ("tensorrt_llm", "tensorrt_llm_bls")
+TOKENIZER_MODELS = ("preprocessing", "postprocessing")
+ENSEMBLE = "ensemble"
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "triton_repo"
 EXIT_TIMEOUT_S = 10
 POLL_S = 0.2
@@ -57,6 +62,7 @@ class ServeOptions:
     max_restarts: int = 3  # of the job and of tritonserver together
     micro_batches: int | None = None
     device: str | None = None
+    decoupled: bool = False  # tensorrt_llm and tensorrt_llm_bls: decoupled (streaming) or not
 
 
 class Supervisor:
@@ -105,6 +111,9 @@ class Supervisor:
             e = o.endpoints
             self.say(f"ready: model {MODEL} at HTTP {self.url}, gRPC {e.host}:{e.grpc_port}, "
                      f"metrics http://{e.host}:{e.metrics_port}/metrics (run dir: {run_dir})")
+            self.say(f"TensorRT-LLM backend models: {ENSEMBLE}, {', '.join(TRTLLM_JOB_MODELS)} "
+                     f"({'decoupled' if o.decoupled else 'not decoupled'}), "
+                     f"{', '.join(TOKENIZER_MODELS)}")
             return self._watch()
         finally:
             self._shutdown()
@@ -113,15 +122,20 @@ class Supervisor:
 
     def _server(self, install: TritonInstall, run_dir: Path, endpoint: str) -> TritonProcess:
         o = self.options
-        repository = render_repository(o.repository, run_dir / "models", {
-            MODEL: {"engines": str(o.engines.resolve()), "afd_endpoint": endpoint,
-                    "startup_timeout_s": str(o.startup_timeout_s),
-                    "heartbeat_timeout_s": str(o.heartbeat_timeout_s)},
-            JOB_MODEL: {"release_file": str(self.gate.release_file),
-                        "timeout_s": str(o.startup_timeout_s)}})
+        engines = {"engines": str(o.engines.resolve())}
+        job_client = {**engines, "afd_endpoint": endpoint,
+                      "startup_timeout_s": str(o.startup_timeout_s),
+                      "heartbeat_timeout_s": str(o.heartbeat_timeout_s)}
+        models = {MODEL: job_client,
+                  JOB_MODEL: {"release_file": str(self.gate.release_file),
+                              "timeout_s": str(o.startup_timeout_s)},
+                  **{name: job_client for name in TRTLLM_JOB_MODELS},
+                  **{name: engines for name in TOKENIZER_MODELS}, ENSEMBLE: {}}
+        repository = render_repository(o.repository, run_dir / "models", models,
+                                       {"decoupled_mode": str(o.decoupled).lower()})
         backends = install.backend_dir(run_dir / "backends")
         shm_prefix = f"step3_{secrets.token_hex(8)}_"
-        cmd = server_command(install, repository, backends, o.endpoints, [MODEL, JOB_MODEL],
+        cmd = server_command(install, repository, backends, o.endpoints, list(models),
                              EXIT_TIMEOUT_S, self.admin, shm_prefix)
         return TritonProcess(cmd, install.env(), run_dir / "tritonserver.log", shm_prefix)
 

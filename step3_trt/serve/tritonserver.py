@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -93,9 +94,12 @@ def server_command(install: TritonInstall, repository: Path, backends: Path, end
             "--exit-timeout-secs", str(exit_timeout_s), "--log-verbose", "0"]
 
 
-def render_repository(source: Path, dest: Path, models: dict[str, dict[str, str]]) -> Path:
-    """Copy each of the model repository's `models` to `dest` and append its config parameters
-    (the committed repository is never edited)."""
+def render_repository(source: Path, dest: Path, models: dict[str, dict[str, str]],
+                      template: dict[str, str] | None = None) -> Path:
+    """Copy each of the model repository's `models` to `dest`, fill in the `${name}`
+    placeholders of its config.pbtxt from `template` (as the TensorRT-LLM backend's
+    fill_template.py does) and append its config parameters (the committed repository is never
+    edited). A placeholder left unfilled is an error naming it."""
     for model in models:
         if not (source / model / "config.pbtxt").is_file():
             raise FileNotFoundError(f"{source / model} has no config.pbtxt")
@@ -105,9 +109,15 @@ def render_repository(source: Path, dest: Path, models: dict[str, dict[str, str]
         shutil.copytree(source / model, dest / model,
                         ignore=shutil.ignore_patterns("__pycache__"))
         config = dest / model / "config.pbtxt"
+        text = config.read_text()
+        for key, value in (template or {}).items():
+            text = text.replace("${" + key + "}", value)
+        if (left := re.search(r"\$\{(\w+)\}", text)) is not None:
+            raise ValueError(f"{source / model / 'config.pbtxt'}: placeholder {left.group(0)} "
+                             f"is not filled in (known: {', '.join(template or {}) or 'none'})")
         lines = [f'parameters {{ key: "{k}" value: {{ string_value: "{_quoted(v)}" }} }}'
                  for k, v in parameters.items()]
-        config.write_text(config.read_text() + "\n" + "\n".join(lines) + "\n")
+        config.write_text(text + "\n" + "\n".join(lines) + "\n")
     return dest
 
 

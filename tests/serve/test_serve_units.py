@@ -32,8 +32,10 @@ def test_defaults_are_greedy_and_values_are_plain_python():
     req = parse(text_input="Return a list", max_tokens=np.int32(5))
     assert req.params.is_greedy and req.params.max_new_tokens == 5 and not req.stream
     assert req.prompt_ids == TOKENIZER.encode("Return a list")
-    sampled = parse(text_input="x", temperature=np.float32(0.7), top_p=np.float32(0.0),
-                    seed=np.uint64(3), stream=np.bool_(True))
+    # TensorRT-LLM's rule: a temperature alone decodes greedily; top_k > 1 samples (top_p 0 = 1)
+    assert parse(text_input="x", temperature=np.float32(0.7)).params.is_greedy
+    sampled = parse(text_input="x", temperature=np.float32(0.7), top_k=np.int32(40),
+                    top_p=np.float32(0.0), seed=np.uint64(3), stream=np.bool_(True))
     assert not sampled.params.is_greedy and sampled.params.top_p == 1.0 and sampled.stream
     assert type(sampled.params.seed) is int and type(sampled.stream) is bool
 

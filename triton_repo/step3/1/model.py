@@ -1,3 +1,3 @@
-"""The `step3` model: its logic lives in step3_trt.serve.backend (see triton_repo/README.md)."""
+"""The `step3` model; its logic: step3_trt/serve/backend.py."""
 
-from step3_trt.serve.backend import Step3Model as TritonPythonModel  # noqa: F401
+from step3_trt.serve.backend import GenerationModel as TritonPythonModel  # noqa: F401
