@@ -96,7 +96,7 @@ def read_fields(interface: Interface, inputs: Inputs, parameters: dict) -> Field
         if spec is None:  # Triton refuses undeclared tensors; this guards the table
             raise BadRequest(f"{interface.name} takes no input {name}")
         if isinstance(spec, Refused):
-            raise BadRequest(f"{name} is not supported: {spec.why}")
+            raise BadRequest(f"{name}: {spec.why}")
         if isinstance(spec, Fixed):
             value = spec.read(inputs, name)
             if value != spec.value:
@@ -220,7 +220,7 @@ TENSORRT_LLM = Interface("tensorrt_llm", {
     "frequency_penalty": F("frequency_penalty", tensors.number),
     "beam_width": Fx(1, tensors.integer, NO_BEAMS),
     "len_penalty": Fx(1.0, tensors.number, NO_LENGTH_PENALTY),
-    "early_stopping": Refused(f"it applies to beam search: {NO_BEAMS}"),
+    "early_stopping": Refused("it applies to beam search, which is not supported"),
     "beam_search_diversity_rate": Fx(0.0, tensors.number, NO_BEAMS),
     "runtime_top_p_decay": Fx(1.0, tensors.number, "top-p decay is not supported"),
     "runtime_top_p_min": Refused("top-p decay is not supported"),

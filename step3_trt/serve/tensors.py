@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_WORDS = 32  # entries of a stop or bad word list
-MAX_WORD_BYTES = 256  # bytes of one entry given as text (a streamed response rescans every stop word)
+MAX_WORD_BYTES = 256  # bytes of an entry given as text (a streamed response rescans stop words)
 MAX_WORD_TOKENS = 256  # tokens of one entry given as token ids
 
 
