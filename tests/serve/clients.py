@@ -30,10 +30,11 @@ def http_generate(base: str, body: dict, model: str = "step3") -> tuple[int, dic
     return response.status, json.loads(response.read())
 
 
-def http_stream(base: str, body: dict, stop_after: int | None = None) -> list[dict]:
+def http_stream(base: str, body: dict, stop_after: int | None = None,
+                model: str = "step3") -> list[dict]:
     """Server-sent events of generate_stream; with `stop_after`, disconnect after that many."""
     conn = _connection(base)
-    conn.request("POST", "/v2/models/step3/generate_stream", json.dumps(body))
+    conn.request("POST", f"/v2/models/{model}/generate_stream", json.dumps(body))
     response = conn.getresponse()
     events = []
     for line in response:
