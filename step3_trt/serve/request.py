@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 from step3_trt.sampling import SamplingParams
 from step3_trt.serve.interfaces import STEP3, Fields, Interface, read_fields
-from step3_trt.serve.tensors import MAX_WORDS, BadRequest, Inputs, byte_len, utf8
+from step3_trt.serve.tensors import MAX_WORD_BYTES, MAX_WORDS, BadRequest, Inputs, \
+    byte_len, utf8
 from step3_trt.tokenizer import Step3Tokenizer
 
-__all__ = ["BadRequest", "MAX_WORDS", "INPUTS", "Limits", "CheckedRequest", "GenerationRequest",
-           "check", "check_request", "tokenize", "parse_request", "encode_prompt",
-           "longest_token_bytes"]
+__all__ = ["BadRequest", "MAX_WORDS", "MAX_WORD_BYTES", "INPUTS", "Limits", "CheckedRequest",
+           "GenerationRequest", "check", "check_request", "tokenize", "parse_request",
+           "encode_prompt", "longest_token_bytes"]
 
 INPUTS = tuple(STEP3.specs)  # the step3 model's inputs
 Word = str | list[int]  # a stop or bad word: text (tokenized at admission) or token ids
