@@ -41,9 +41,14 @@ def _run(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) ->
     return wall, proc.stdout
 
 
-def step3_trt(args: list[str], timeout_s: float = 1800) -> tuple[float, str]:
-    """Run the project's CLI; returns (wall seconds, stdout)."""
-    return _run([sys.executable, "-m", "step3_trt.cli.main", *args], timeout_s)
+def step3_trt(args: list[str], threads: int | None = None,
+              timeout_s: float = 1800) -> tuple[float, str]:
+    """Run the project's CLI; returns (wall seconds, stdout).
+
+    `threads`: OMP_NUM_THREADS for the CLI and every process it starts (None: torch's default).
+    """
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return _run([sys.executable, "-m", "step3_trt.cli.main", *args], timeout_s, env)
 
 
 def parse_outputs(stdout: str) -> Outputs:
@@ -63,17 +68,20 @@ def _ids_args(prompts: list[list[int]]) -> list[str]:
     return [a for p in prompts for a in ("--prompt-ids", ",".join(map(str, p)))]
 
 
-def reference_outputs(checkpoint: Path, prompts: list[list[int]], new_tokens: int) -> Outputs:
+def reference_outputs(checkpoint: Path, prompts: list[list[int]], new_tokens: int,
+                      threads: int | None = None) -> Outputs:
     """Greedy tokens of the project's float32 reference model (stops at end-of-sequence)."""
     _, stdout = step3_trt(["generate", "--checkpoint", str(checkpoint), "--dtype", "float32",
                            "--greedy", "--max-new-tokens", str(new_tokens), "--json",
-                           *_ids_args(prompts)])
+                           *_ids_args(prompts)], threads)
     return parse_outputs(stdout)
 
 
-def generate_engines(engines: Path, prompts: list[list[int]], new_tokens: int) -> CliRun:
+def generate_engines(engines: Path, prompts: list[list[int]], new_tokens: int,
+                     threads: int | None = None) -> CliRun:
     wall, stdout = step3_trt(["generate", "--engines", str(engines), "--greedy",
-                              "--max-new-tokens", str(new_tokens), "--json", *_ids_args(prompts)])
+                              "--max-new-tokens", str(new_tokens), "--json", *_ids_args(prompts)],
+                             threads)
     return CliRun(wall, parse_outputs(stdout))
 
 
@@ -85,14 +93,15 @@ def trace_extent_s(trace_file: Path) -> float:
     return (max(e["ts"] + e["dur"] for e in spans) - min(e["ts"] for e in spans)) / 1e6
 
 
-def run_afd(engines: Path, prompts: list[list[int]], new_tokens: int) -> CliRun:
+def run_afd(engines: Path, prompts: list[list[int]], new_tokens: int,
+            threads: int | None = None) -> CliRun:
     with tempfile.TemporaryDirectory(prefix="peer-afd-") as tmp:
         requests, trace = Path(tmp) / "requests.jsonl", Path(tmp) / "trace.json"
         requests.write_text("".join(
             json.dumps({"prompt_ids": p, "max_tokens": new_tokens, "greedy": True}) + "\n"
             for p in prompts))
         wall, stdout = step3_trt(["run", "--engines", str(engines), "--prompts-file",
-                                  str(requests), "--json", "--trace", str(trace)])
+                                  str(requests), "--json", "--trace", str(trace)], threads)
         return CliRun(wall, parse_outputs(stdout), trace_extent_s(trace))
 
 

@@ -34,13 +34,14 @@ def candidate_prompts(checkpoint: Path, text_file: Path, prompt_len: int,
 
 
 def full_length_prompts(checkpoint: Path, text_file: Path, prompt_len: int, new_tokens: int,
-                        count: int, eos_token_id: int) -> tuple[list[list[int]], dict]:
+                        count: int, eos_token_id: int,
+                        threads: int | None = None) -> tuple[list[list[int]], dict]:
     """The first `count` candidates whose reference continuation runs `new_tokens` tokens.
 
     Returns the prompts and the reference's outputs for them (prompt tuple -> output ids).
     """
     candidates = candidate_prompts(checkpoint, text_file, prompt_len, count + count // 4)
-    outputs = reference_outputs(checkpoint, candidates, new_tokens)
+    outputs = reference_outputs(checkpoint, candidates, new_tokens, threads)
     kept = [p for p in candidates
             if len(outputs[tuple(p)]) == new_tokens and eos_token_id not in outputs[tuple(p)]]
     if len(kept) < count:

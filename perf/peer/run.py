@@ -6,13 +6,14 @@ Sets up vLLM (perf/peer/setup_vllm.sh, venv in build/peer/venv), builds engines 
 model with perf/peer/tiny-cpu-2a2f-b64.yaml, picks equal-length prompts, and runs the 16- and
 64-prompt sets (greedy, 64 output tokens, every path the same number of steps) through vLLM's
 offline `LLM.generate` (float32), `step3-trt generate --engines` and `step3-trt run`, each with
-1 and with 64 output tokens, every run twice. Checks that all paths give the same tokens, writes
+2 and with 64 output tokens, every run twice. Checks that all paths give the same tokens, writes
 perf/results/peer_<cpu>.json and prints a Markdown table. How each figure is measured: METHOD.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from perf.peer import paths  # noqa: E402
 from perf.peer.machine import cpu_name, cpu_slug, load_average  # noqa: E402
 from perf.peer.prompts import full_length_prompts  # noqa: E402
-from perf.peer.summary import markdown_table, set_figures  # noqa: E402
+from perf.peer.summary import BASE_TOKENS, markdown_table, set_figures  # noqa: E402
 from perf.peer.tokens import first_divergence, truncated  # noqa: E402
 from perf.peer.vllm_model import write_vllm_model  # noqa: E402
 
@@ -45,11 +46,12 @@ METHOD = {
     "startup_s": "vLLM: LLM(...) plus one 2-token warm-up generate of the first prompt set; "
                  "step3-trt generate and run: process wall time with one prompt and one output "
                  "token; one per repeat",
-    "decode_step_ms": "(generation with new_tokens - generation with 1 output token) / "
-                      "(new_tokens - 1), per repeat, same prompts",
+    "decode_step_ms": f"(generation with new_tokens - generation with {BASE_TOKENS} output "
+                      f"tokens) / (new_tokens - {BASE_TOKENS}), per repeat, same prompts: the "
+                      "base run holds the prefill and the first decode step",
     "output_tokens_per_s": "prompts * new_tokens / generation_s",
     "tokens": "every run of every path against vLLM's first run of that prompt set, token by "
-              "token (1-token runs against its first token); vLLM against the project's float32 "
+              "token (shorter runs against its first tokens); vLLM against the project's float32 "
               "reference model",
 }
 
@@ -64,16 +66,20 @@ class BenchSpec:
     checkpoint: str = "models/step3-tiny"
     text: str = "data/heldout.txt"
     vllm_kv_cache_gib: int = 1
+    project_threads: int | None = None  # OMP_NUM_THREADS of the project's CLIs; None: default
 
     def __post_init__(self):
         if not self.prompt_sets or min(self.prompt_sets) < 1:
             raise ValueError(f"prompt sets must be positive counts, got {self.prompt_sets}")
         if self.prompt_len < 2:
             raise ValueError(f"prompt_len must be >= 2 (BOS + text), got {self.prompt_len}")
-        if self.new_tokens < 2:
-            raise ValueError(f"new_tokens must be >= 2 (a decode step), got {self.new_tokens}")
+        if self.new_tokens <= BASE_TOKENS:
+            raise ValueError(f"new_tokens must be > {BASE_TOKENS} (the base run's length), "
+                             f"got {self.new_tokens}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.project_threads is not None and self.project_threads < 1:
+            raise ValueError(f"project_threads must be >= 1, got {self.project_threads}")
 
 
 def parse_args(argv: list[str] | None) -> tuple[BenchSpec, Path | None, bool]:
@@ -82,13 +88,17 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSpec, Path | None, bool]:
     p.add_argument("--prompt-len", type=int, default=32, help="tokens per prompt (default 32)")
     p.add_argument("--new-tokens", type=int, default=64, help="output tokens (default 64)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each measurement (default 2)")
+    p.add_argument("--project-threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for step3-trt and its ranks (default: unset, torch's "
+                        "default of one thread per core); vLLM keeps its own binding")
     p.add_argument("--out", type=Path, default=None,
-                   help="result JSON (default perf/results/peer_<cpu>.json)")
+                   help="result JSON (default perf/results/peer_<cpu>[_threadsN].json)")
     p.add_argument("--reuse-engines", action="store_true",
                    help="use build/peer/engines as built before instead of converting and building")
     a = p.parse_args(argv)
     sets = tuple(int(s) for s in a.sets.split(",") if s.strip())
-    return BenchSpec(sets, a.prompt_len, a.new_tokens, a.repeats), a.out, a.reuse_engines
+    return (BenchSpec(sets, a.prompt_len, a.new_tokens, a.repeats,
+                      project_threads=a.project_threads), a.out, a.reuse_engines)
 
 
 def build_engines(spec: BenchSpec, reuse: bool) -> Path:
@@ -107,7 +117,7 @@ def build_engines(spec: BenchSpec, reuse: bool) -> Path:
 
 def project_repeat(run_one, engines: Path, sets: dict[str, list[list[int]]], new_tokens: int,
                    startup_prompt: list[int], repeat: int, label: str) -> dict:
-    """One repeat of one project CLI path: each prompt set with 1 and with new_tokens tokens.
+    """One repeat of one project CLI path: each prompt set with BASE_TOKENS and new_tokens.
 
     Start-up is the wall time of a run with one prompt and one output token. Generation is the
     span of the job's trace where the path has one (`run`), else wall time minus start-up.
@@ -115,7 +125,7 @@ def project_repeat(run_one, engines: Path, sets: dict[str, list[list[int]]], new
     startup_run = run_one(engines, [startup_prompt], 1)
     runs = []
     for name, prompts in sets.items():
-        for max_tokens in (1, new_tokens):
+        for max_tokens in (BASE_TOKENS, new_tokens):
             r = run_one(engines, prompts, max_tokens)
             print(f"  {label} {name} prompts x {max_tokens} tokens (run {repeat + 1}): "
                   f"{r.wall_s:.1f} s", flush=True)
@@ -139,7 +149,8 @@ def check_tokens(runs: list[dict], baseline: dict[str, dict]) -> str | dict:
 def main(argv: list[str] | None = None) -> int:
     spec, out, reuse = parse_args(argv)
     name = cpu_name()
-    out = out or ROOT / "perf/results" / f"peer_{cpu_slug(name)}.json"
+    suffix = "" if spec.project_threads is None else f"_threads{spec.project_threads}"
+    out = out or ROOT / "perf/results" / f"peer_{cpu_slug(name)}{suffix}.json"
     load_start, started = load_average(), datetime.now(timezone.utc)
     print(f"{name}, load average {load_start['1min']:.2f}", flush=True)
 
@@ -153,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     print("picking prompts (float32 reference model)", flush=True)
     prompts, reference = full_length_prompts(ROOT / spec.checkpoint, ROOT / spec.text,
                                              spec.prompt_len, spec.new_tokens,
-                                             max(spec.prompt_sets), eos)
+                                             max(spec.prompt_sets), eos, spec.project_threads)
     sets = {str(n): prompts[:n] for n in spec.prompt_sets}
 
     vllm_spec = {"model": str(vllm_model), "prompt_sets": sets,
-                 "max_tokens": [1, spec.new_tokens], "max_num_seqs": runtime["max_batch"],
+                 "max_tokens": [BASE_TOKENS, spec.new_tokens],
+                 "max_num_seqs": runtime["max_batch"],
                  "max_num_batched_tokens": runtime["max_tokens_per_step"],
                  "max_model_len": runtime["max_seq_len"], "enable_prefix_caching": False}
     results = {VLLM: {"startup_s": [], "startup_parts_s": [], "runs": []},
@@ -171,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for r in vllm["runs"]]
         for name, run_one, label in ((GENERATE, paths.generate_engines, "generate"),
                                      (AFD, paths.run_afd, "run")):
+            run_one = functools.partial(run_one, threads=spec.project_threads)
             r = project_repeat(run_one, engines, sets, spec.new_tokens, prompts[0], repeat, label)
             results[name]["startup_s"] += r["startup_s"]
             results[name]["runs"] += r["runs"]

