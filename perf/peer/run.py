@@ -136,6 +136,16 @@ def project_repeat(run_one, engines: Path, sets: dict[str, list[list[int]]], new
     return {"startup_s": [startup_run.wall_s], "runs": runs}
 
 
+def checkout_commit() -> str:
+    """HEAD of the checkout that was measured, with '+changes' when tracked files differ."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return head + ("+changes" if changed else "")
+
+
 def check_tokens(runs: list[dict], baseline: dict[str, dict]) -> str | dict:
     """'identical', or the first divergence (with the run it happened in)."""
     for r in runs:
@@ -148,11 +158,11 @@ def check_tokens(runs: list[dict], baseline: dict[str, dict]) -> str | dict:
 
 def main(argv: list[str] | None = None) -> int:
     spec, out, reuse = parse_args(argv)
-    name = cpu_name()
+    cpu = cpu_name()
     suffix = "" if spec.project_threads is None else f"_threads{spec.project_threads}"
-    out = out or ROOT / "perf/results" / f"peer_{cpu_slug(name)}{suffix}.json"
+    out = out or ROOT / "perf/results" / f"peer_{cpu_slug(cpu)}{suffix}.json"
     load_start, started = load_average(), datetime.now(timezone.utc)
-    print(f"{name}, load average {load_start['1min']:.2f}", flush=True)
+    print(f"{cpu}, load average {load_start['1min']:.2f}", flush=True)
 
     subprocess.run(["bash", str(ROOT / "perf/peer/setup_vllm.sh")], check=True)
     engines = build_engines(spec, reuse)
@@ -181,12 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         results[VLLM]["startup_parts_s"].append(vllm["startup"])
         results[VLLM]["runs"] += [{**r, "repeat": repeat, "generation_s": r["wall_s"]}
                                   for r in vllm["runs"]]
-        for name, run_one, label in ((GENERATE, paths.generate_engines, "generate"),
-                                     (AFD, paths.run_afd, "run")):
+        for path_name, run_one, label in ((GENERATE, paths.generate_engines, "generate"),
+                                          (AFD, paths.run_afd, "run")):
             run_one = functools.partial(run_one, threads=spec.project_threads)
             r = project_repeat(run_one, engines, sets, spec.new_tokens, prompts[0], repeat, label)
-            results[name]["startup_s"] += r["startup_s"]
-            results[name]["runs"] += r["runs"]
+            results[path_name]["startup_s"] += r["startup_s"]
+            results[path_name]["runs"] += r["runs"]
     baseline = {r["prompt_set"]: r["outputs"] for r in results[VLLM]["runs"]
                 if r["repeat"] == 0 and r["max_tokens"] == spec.new_tokens}
 
@@ -202,15 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table({k: {**v, "tokens": v["tokens"] if v["tokens"] == "identical"
                                 else "differ"} for k, v in results.items()})
     record = {
-        "cpu": name, "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)),
         "started_utc": started.isoformat(timespec="seconds"),
         "load_average": {"start": load_start, "end": load_average()},
         "spec": asdict(spec), "engines_runtime": runtime, "method": METHOD,
         "vllm_config": vllm["config"],
         "vllm_vs_reference": "identical" if reference_check is None else reference_check,
         "paths": results, "table": table,
-        "prompts": prompts,
-        "output_ids": [largest[tuple(p)] for p in prompts],
+        "commit": checkout_commit(),
+        "prompts": [",".join(map(str, p)) for p in prompts],
+        "output_ids": [",".join(map(str, largest[tuple(p)])) for p in prompts],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
