@@ -5,8 +5,7 @@ run with BASE_TOKENS and one with `new_tokens` output tokens per prompt, so
     decode step = (generation(new_tokens) - generation(BASE_TOKENS)) / (new_tokens - BASE_TOKENS)
     output tokens/s = prompts * new_tokens / generation(new_tokens)
 The base run has the prefill and the first decode step, so one-time costs of a path's first
-decode call (measured: seconds for the in-process engines) count in its generation time but
-not in its decode step.
+decode call count in its generation time but not in its decode step.
 """
 
 from __future__ import annotations
