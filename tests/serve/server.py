@@ -62,6 +62,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def started(pid: int) -> int | None:
+    """When a live process started (clock ticks since boot), None if it is gone or a zombie:
+    with its pid, it names one process even after the pid is reused (pids wrap at pid_max)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 @dataclass
 class Server:
     engines: Path
@@ -69,7 +79,7 @@ class Server:
     extra: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
-    seen: set[int] = field(default_factory=set)
+    seen: set[tuple[int, int]] = field(default_factory=set)  # (pid, start time)
 
     def start(self, ports: list[int] | None = None) -> "Server":
         self.ports = ports or free_ports(3)
@@ -103,9 +113,14 @@ class Server:
         while not self.ready():
             assert self.proc.poll() is None, f"serve exited early:\n{self.output()}"
             assert time.monotonic() < deadline, f"serve not ready:\n{self.output()}"
-            self.seen |= descendants(self.proc.pid)
+            self.remember()
             time.sleep(0.5)
-        self.seen |= descendants(self.proc.pid)
+        self.remember()
+
+    def remember(self) -> None:
+        """Note serve's processes now running, to check at stop that none is left."""
+        self.seen |= {(pid, start) for pid in descendants(self.proc.pid)
+                      if (start := started(pid)) is not None}
 
     def metric(self, name: str) -> float | None:
         """A metric without labels from the server's /metrics (None if not published)."""
@@ -131,11 +146,13 @@ class Server:
     def stop(self) -> int:
         """SIGTERM, as an operator would; returns the exit code. Asserts nothing is left."""
         if self.proc.poll() is None:
-            self.seen |= descendants(self.proc.pid)
+            self.remember()
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=120)
         self.log.close()
-        left = sorted(p for p in self.seen | set(self.rank_pids().values()) if alive(p))
+        ranks = {(pid, started(pid)) for pid in self.rank_pids().values()}
+        left = sorted(pid for pid, start in self.seen | ranks
+                      if start is not None and started(pid) == start)
         for pid in left:  # never leave them running, even when the assertion fails
             os.kill(pid, signal.SIGKILL)
         assert not left, f"processes left behind: {left}\n{self.output()}"

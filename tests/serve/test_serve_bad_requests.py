@@ -15,7 +15,12 @@ pytestmark = pytest.mark.slow
     ({"text_input": "a", "max_tokens": 0}, "max_tokens must be >= 1, got 0"),
     ({"text_input": "a", "max_tokens": 10 ** 9}, "must be below the context length 1024"),
     ({"text_input": "word " * 1100, "max_tokens": 4}, "exceeds the context length 1024"),
-    ({"text_input": "a", "max_tokens": 4, "beam_width": 2}, "unknown parameter(s) beam_width"),
+    ({"text_input": "a", "max_tokens": 4, "best_of": 2}, "unknown parameter(s) best_of"),
+    ({"text_input": "a", "max_tokens": 4, "beam_width": 2},
+     "beam_width must be 1 (beam search is not supported), got 2"),
+    ({"text_input": "a", "max_tokens": 4, "length_penalty": 0.5}, "length_penalty must be 1.0"),
+    ({"text_input": "a", "max_tokens": 4, "return_log_probs": True},
+     "return_log_probs must be false (log probabilities are not reported)"),
     ({"text_input": "a", "temperature": -1.0}, "temperature must be a finite number >= 0"),
     ({"text_input": "a", "top_p": 1.5}, "top_p must be in [0, 1]"),
     ({"text_input": "a", "top_k": -2}, "top_k must be >= 0"),
@@ -44,10 +49,10 @@ def test_wrong_type_and_unknown_input_are_rejected_by_triton(server):
     out = grpc_stream(server.grpc, {}, inputs=[*grpc_inputs({"text_input": "a"}), wrong])
     assert "inference input 'max_tokens' data-type is 'FP32', but model 'step3' expects 'INT32'" \
         in out.error
-    extra = grpcclient.InferInput("beam_width", [1, 1], "INT32")
-    extra.set_data_from_numpy(np.array([[2]], dtype=np.int32))
+    extra = grpcclient.InferInput("lora_task_id", [1, 1], "UINT64")
+    extra.set_data_from_numpy(np.array([[2]], dtype=np.uint64))
     out = grpc_stream(server.grpc, {}, inputs=[*grpc_inputs({"text_input": "a"}), extra])
-    assert "unexpected inference input 'beam_width'" in out.error
+    assert "unexpected inference input 'lora_task_id'" in out.error
 
 
 def test_unknown_model_is_an_error(server):
