@@ -21,6 +21,7 @@ from step3_trt.serve.interfaces import read_fields
 from step3_trt.serve.outputs import BlsText, TokenIds
 from step3_trt.serve.request import BadRequest, Limits, check, tokenize
 from step3_trt.serve.tokenizer_steps import postprocess, preprocess
+from step3_trt.serve.tritonserver import render_repository
 from step3_trt.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2] / "triton_repo"
@@ -46,6 +47,18 @@ def test_each_config_declares_exactly_its_tables_inputs_and_which_are_required(m
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     assert params["interface"] == model
 
+
+
+@pytest.mark.parametrize("decoupled", ["true", "false"])
+def test_serve_fills_in_decoupled_mode_and_refuses_an_unfilled_placeholder(tmp_path, decoupled):
+    out = render_repository(REPO, tmp_path / "a", {"tensorrt_llm": {"engines": "E"}},
+                            {"decoupled_mode": decoupled})
+    cfg = text_format.Parse((out / "tensorrt_llm" / "config.pbtxt").read_text(),
+                            model_config_pb2.ModelConfig())
+    assert cfg.model_transaction_policy.decoupled == (decoupled == "true")
+    assert cfg.parameters["engines"].string_value == "E"
+    with pytest.raises(ValueError, match=r"placeholder \$\{decoupled_mode\} is not filled in"):
+        render_repository(REPO, tmp_path / "b", {"tensorrt_llm_bls": {}})
 
 def test_the_ensemble_wires_only_declared_tensors():
     cfg = config("ensemble")
