@@ -6,8 +6,9 @@ Client (Triton backend, `step3-trt run`) <-> coordinator, over ZeroMQ:
   Heartbeat (every attention rank's occupancy), ErrorReply.
 Coordinator <-> attention ranks, over the control channel:
   Submit, Cancel, Shutdown ->;  <- Ready, StepReport (deltas, results, occupancy).
-Workers among themselves: Vote (attention rank -> the leader), Decision (leader -> every worker:
-run a step, stay idle, or stop); to the coordinator: Ready (once its engines load; the
+Workers among themselves: Round (the leader -> each attention rank: vote now), Vote (attention
+rank -> the leader), Decision (leader -> every worker: run a step, stay idle, or stop), Nudge (an
+idle attention rank -> the leader: start a round); to the coordinator: Ready (once its engines load; the
 coordinator answers Begin once every worker is ready), Stalled (a
 wait on a peer has lasted the job's timeout).
 """
@@ -127,6 +128,19 @@ class ErrorReply:
 
 
 @dataclass(frozen=True)
+class Round:
+    """The leader -> each other attention rank: a round starts, send your vote."""
+    TYPE: ClassVar[str] = "round"
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """An idle attention rank -> the leader: something changed here (a request, a cancel, a
+    shutdown), start a round."""
+    TYPE: ClassVar[str] = "nudge"
+
+
+@dataclass(frozen=True)
 class Vote:
     TYPE: ClassVar[str] = "vote"
     has_work: bool
@@ -158,7 +172,7 @@ class Stalled:
 
 
 Message = typing.Union[Submit, Cancel, Shutdown, Hello, Status, Ready, Begin, StepReport, Update,
-                       Heartbeat, ErrorReply, Vote, Decision, Stalled]
+                       Heartbeat, ErrorReply, Round, Nudge, Vote, Decision, Stalled]
 MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(Message)}
 MAX_ID = 2**63 - 1  # ids are JSON integers that fit int64
 

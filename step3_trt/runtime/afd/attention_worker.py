@@ -32,7 +32,7 @@ class AttentionWorker:
         while True:
             finished, changed, stop = self._drain()
             stopping |= stop
-            action = self.sync.round(self.core.has_work(), stopping)
+            action = self.sync.round(self.core.has_work(), stopping, changed or stop)
             if action == Decision.STOP:
                 return
             if action == Decision.STEP:
