@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--hostfile", type=Path, default=None,
                    help="mpiexec --hostfile: run the ranks on these hosts (default: this machine)")
     p.add_argument("--host", default=None, help="mpiexec --host, e.g. a:4,b:4")
+    p.add_argument("--shared-network", action="store_true",
+                   help="run a single-host job in the host's network namespace instead of one "
+                        "of its own (mpiexec's out-of-band port then listens on every interface)")
     p.add_argument("--trace", type=Path, default=None,
                    help="write a Chrome-trace timeline of every rank to this file")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
@@ -112,4 +115,5 @@ def run(args) -> int:
     return run_job(args.engines, requests, transport=args.transport, timeout=args.timeout,
                    micro_batches=args.micro_batches, device=args.device, trace_file=args.trace,
                    run_dir=args.run_dir, tokenizer=tokenizer,
-                   hosts=Hosts(args.hostfile, args.host), on_result=show)
+                   hosts=Hosts(args.hostfile, args.host, args.shared_network),
+                   on_result=show)

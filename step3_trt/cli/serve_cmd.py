@@ -39,6 +39,11 @@ def add_parser(sub) -> None:
     p.add_argument("--micro-batches", type=int, default=None,
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--transport", choices=["mpi", "torch"], default=None,
+                   help="the AFD job's data plane (default: the build config's runtime.transport)")
+    p.add_argument("--shared-network", action="store_true",
+                   help="run the AFD job in the host's network namespace instead of one of its "
+                        "own (mpiexec's out-of-band port then listens on every interface)")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="Triton model repository holding `step3` (default: triton_repo/)")
     p.set_defaults(run=run)
@@ -61,5 +66,6 @@ def run(args) -> int:
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
         heartbeat_timeout_s=args.heartbeat_timeout,
-        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
+        transport=args.transport, shared_network=args.shared_network)
     return Supervisor(options).run()

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from step3_trt.runtime.afd.launch import Hosts
 from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint, stop_group
 from step3_trt.serve import control
 from step3_trt.serve.lockdown import AdminKey
@@ -57,6 +58,8 @@ class ServeOptions:
     max_restarts: int = 3  # of the job and of tritonserver together
     micro_batches: int | None = None
     device: str | None = None
+    transport: str | None = None  # the job's data plane; None = the build config's
+    shared_network: bool = False  # the job in the host's network namespace (runtime/afd/netns.py)
 
 
 class Supervisor:
@@ -91,7 +94,9 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.job = ServingJob(o.engines, run_dir / "job", endpoint, timeout=o.timeout_s,
-                                  micro_batches=o.micro_batches, device=o.device)
+                                  micro_batches=o.micro_batches, device=o.device,
+                                  transport=o.transport,
+                                  hosts=Hosts(shared_network=o.shared_network))
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")
