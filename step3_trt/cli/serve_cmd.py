@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000, help="default: 8000")
     p.add_argument("--grpc-port", type=int, default=8001, help="default: 8001")
     p.add_argument("--metrics-port", type=int, default=8002, help="default: 8002")
+    add_openai_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="logs, the rendered model repository and rank pid files (default: a "
                         "temp dir)")
@@ -44,6 +45,14 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def add_openai_arguments(p) -> None:
+    p.add_argument("--openai-port", type=int, default=None,
+                   help="also serve an OpenAI-compatible API (/v1/chat/completions, "
+                        "/v1/completions, /v1/models) on this port of --host, in front of the "
+                        "same AFD job; supervised and restarted like tritonserver (default: "
+                        "none)")
+
+
 def run(args) -> int:
     from step3_trt.serve.supervisor import DEFAULT_REPOSITORY, ServeOptions, Supervisor
     from step3_trt.serve.tritonserver import Endpoints
@@ -61,5 +70,6 @@ def run(args) -> int:
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
         heartbeat_timeout_s=args.heartbeat_timeout,
-        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
+        openai_port=args.openai_port)
     return Supervisor(options).run()

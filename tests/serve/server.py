@@ -54,6 +54,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -68,17 +75,19 @@ class Server:
     run_dir: Path
     extra: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
+    openai: bool = False  # also serve the OpenAI API (--openai-port)
     proc: subprocess.Popen | None = None
     seen: set[int] = field(default_factory=set)
 
     def start(self, ports: list[int] | None = None) -> "Server":
-        self.ports = ports or free_ports(3)
-        self.http_port, self.grpc_port, self.metrics_port = self.ports
+        self.ports = ports or free_ports(4 if self.openai else 3)
+        self.http_port, self.grpc_port, self.metrics_port = self.ports[:3]
+        openai = ["--openai-port", str(self.ports[3])] if self.openai else []
         cmd = [sys.executable, "-m", "step3_trt.cli.main", "serve", "--engines", str(self.engines),
                "--run-dir", str(self.run_dir), "--host", self.host,
                "--http-port", str(self.http_port),
                "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
-               *self.extra]
+               *openai, *self.extra]
         self.log = open(self.run_dir.parent / f"{self.run_dir.name}.serve.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
@@ -92,11 +101,35 @@ class Server:
     def grpc(self) -> str:
         return f"{self.host}:{self.grpc_port}"
 
+    @property
+    def openai_port(self) -> int:
+        assert self.openai, "started without --openai-port"
+        return self.ports[3]
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://{self.host}:{self.openai_port}"
+
+    def openai_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.openai_url}/health", timeout=10) as response:
+                return response.status == 200
+        except OSError:  # refused, or 503 (urllib's HTTPError is an OSError)
+            return False
+
+    def openai_pid(self) -> int:
+        """The OpenAI server process (python -m step3_trt.serve.openai)."""
+        pids = [p for p in descendants(self.proc.pid)
+                if b"step3_trt.serve.openai" in cmdline(p)]
+        assert len(pids) == 1, pids
+        return pids[0]
+
     def output(self) -> str:
         return Path(self.log.name).read_text()
 
     def ready(self) -> bool:
-        return control.server_ready(self.http) and control.model_ready(self.http, "step3")
+        return control.server_ready(self.http) and control.model_ready(self.http, "step3") and \
+            (not self.openai or self.openai_ready())
 
     def wait_ready(self, timeout_s: float = STARTUP_S) -> None:
         deadline = time.monotonic() + timeout_s
