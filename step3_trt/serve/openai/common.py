@@ -45,8 +45,8 @@ class Sampling:
         room = limit - prompt_tokens
         if self.max_tokens is None:
             if room < 1:
-                raise bad_request(f"the prompt ({prompt_tokens} tokens) fills the context "
-                                  f"length {limit}: no room for a completion", prompt_field)
+                raise bad_request(f"the prompt ({prompt_tokens} tokens) leaves no room for a "
+                                  f"completion in the context length {limit}", prompt_field)
             max_tokens = min(room, defaults.max_new_tokens or room)
         elif self.max_tokens > room:
             raise bad_request(f"the prompt ({prompt_tokens} tokens) + max_tokens "
