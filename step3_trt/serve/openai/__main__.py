@@ -7,6 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from step3_trt.serve.openai.app import create_app
+from step3_trt.serve.openai.http_server import serve
+from step3_trt.serve.openai.model import ServedModel
+from step3_trt.serve.openai.server import JobSettings, OpenAIServer
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m step3_trt.serve.openai",
@@ -23,19 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-timeout", type=float, default=5.0,
                    help="seconds without a heartbeat before the job counts as gone")
     args = p.parse_args(argv)
-
-    import uvicorn
-
-    from step3_trt.serve.openai.app import create_app
-    from step3_trt.serve.openai.model import ServedModel
-    from step3_trt.serve.openai.server import JobSettings, OpenAIServer
-
     model = ServedModel.load(args.engines, args.model_name)
     server = OpenAIServer(model, JobSettings(args.endpoint, args.startup_timeout,
                                              args.heartbeat_timeout))
-    uvicorn.run(create_app(server), host=args.host, port=args.port, lifespan="on",
-                log_level="info", timeout_graceful_shutdown=5)
-    return 0
+    return serve(create_app(server), args.host, args.port, server.stop)
 
 
 if __name__ == "__main__":

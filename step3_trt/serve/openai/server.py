@@ -4,6 +4,7 @@ admission lanes and its metrics. `start` / `stop` run in the app's lifespan."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ class OpenAIServer:
         self.metrics = ServerMetrics()
         self.client: JobClient | None = None
         self.admission: Admission | None = None
+        self._stopping = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
         """Blocks until the AFD job's coordinator answers (or raises JobUnavailable)."""
@@ -41,10 +44,16 @@ class OpenAIServer:
         self.metrics.job_up.set(1)
 
     def stop(self) -> None:
-        if self.admission is not None:
-            self.admission.close()
-        if self.client is not None:
-            self.client.close("the OpenAI server is shutting down")
+        """Finish admitting, then cancel what is in flight in the job and fail it here (its
+        clients get 503 `the OpenAI server is shutting down`). Once; later calls wait for it."""
+        with self._stopping:
+            if self._stopped:
+                return
+            self._stopped = True
+            if self.admission is not None:
+                self.admission.close()
+            if self.client is not None:
+                self.client.close("the OpenAI server is shutting down")
 
     @property
     def failure(self) -> str | None:
