@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
-from step3_trt.serve.openai.bridge import Finished, JobStream
 from step3_trt.serve.openai.body import parse_json, read_body
+from step3_trt.serve.openai.bridge import Finished, JobStream
 from step3_trt.serve.openai.endpoints import CHAT, COMPLETIONS, Endpoint
 from step3_trt.serve.openai.envelope import Envelope
 from step3_trt.serve.openai.errors import ApiError, internal, unavailable, unknown_model
@@ -68,25 +68,34 @@ async def _finished(request: Request, job: JobStream) -> Finished | None:
     return None
 
 
-async def _events(chunks: AsyncIterator[dict[str, Any]], job: JobStream) -> AsyncIterator[str]:
-    """SSE lines; an error after the first chunk is a last `error` event. A disconnect cancels
-    this generator (Starlette listens for it), which cancels the request in the job."""
-    finished = False
+async def _events(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    """SSE lines; an error once the stream has begun is a last `error` event."""
     try:
+        async for chunk in chunks:
+            yield _sse(chunk)
+    except ApiError as e:
+        yield _sse(e.body())
+    except Exception as e:  # noqa: BLE001 - the stream ends with an error, the server goes on
+        traceback.print_exc(file=sys.stderr)
+        yield _sse(internal(f"{type(e).__name__}: {e}").body())
+    yield "data: [DONE]\n\n"
+
+
+class JobEventStream(StreamingResponse):
+    """Server-sent events of one request. However the response ends (its last event sent, or the
+    client gone: Starlette listens for the disconnect and stops the stream, perhaps before it
+    began), the request is cancelled in the job; once it has finished that changes nothing."""
+
+    def __init__(self, chunks: AsyncIterator[dict[str, Any]], job: JobStream):
+        super().__init__(_events(chunks), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
         try:
-            async for chunk in chunks:
-                yield _sse(chunk)
-        except ApiError as e:
-            yield _sse(e.body())
-        except Exception as e:  # noqa: BLE001 - the stream ends with an error, the server goes on
-            traceback.print_exc(file=sys.stderr)
-            job.cancel()
-            yield _sse(internal(f"{type(e).__name__}: {e}").body())
-        finished = True
-        yield "data: [DONE]\n\n"
-    finally:
-        if not finished:
-            job.cancel()
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
 
 
 def create_app(server: OpenAIServer) -> FastAPI:
@@ -147,9 +156,7 @@ def create_app(server: OpenAIServer) -> FastAPI:
             return _error(internal(f"{type(e).__name__}: {e}"))
         envelope = Envelope(endpoint.prefix, model.name)
         if checked.streaming.enabled:
-            chunks = endpoint.chunks(model, envelope, checked, prompt, job)
-            return StreamingResponse(_events(chunks, job), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return JobEventStream(endpoint.chunks(model, envelope, checked, prompt, job), job)
         event = await _finished(request, job)
         if event is None:
             return Response(status_code=CLIENT_GONE)

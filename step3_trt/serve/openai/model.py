@@ -32,7 +32,7 @@ class ServedModel:
     vocab_size: int
 
     @classmethod
-    def load(cls, engine_dir: Path, name: str) -> "ServedModel":
+    def load(cls, engine_dir: Path, name: str) -> ServedModel:
         engine_dir = Path(engine_dir)
         tokenizer = load_tokenizer(engine_dir)
         if tokenizer is None:
