@@ -53,12 +53,20 @@ def add_openai_arguments(p) -> None:
                         "none)")
 
 
+def check_openai_port(args) -> None:
+    taken = {args.http_port, args.grpc_port, args.metrics_port}
+    if args.openai_port is not None and args.openai_port in taken:
+        raise ValueError(f"--openai-port {args.openai_port} is also tritonserver's HTTP, gRPC or "
+                         f"metrics port")
+
+
 def run(args) -> int:
     from step3_trt.serve.supervisor import DEFAULT_REPOSITORY, ServeOptions, Supervisor
     from step3_trt.serve.tritonserver import Endpoints
 
     if not (args.engines / "manifest.json").is_file():
         raise FileNotFoundError(f"{args.engines} is not an engine directory (no manifest.json)")
+    check_openai_port(args)
     if args.max_restarts < 0:
         raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     if not args.heartbeat_timeout >= 1.0:
