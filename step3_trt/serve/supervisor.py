@@ -14,6 +14,10 @@ kill), the rest of its group and its shared memory are cleaned up and it is star
 nothing answers on its ports meanwhile, and the job keeps running. Job and server restarts
 share one budget, --max-restarts; past it serve stops everything and exits 1. SIGINT/SIGTERM
 stop the server first (no new requests), then the job; nothing is left behind.
+
+With --openai-port, the OpenAI server (serve/openai) is a third process, started beside
+tritonserver, stopped before it, and restarted like it from the same budget; it reaches the
+job through its own job client and rides out job restarts by itself.
 """
 
 from __future__ import annotations
