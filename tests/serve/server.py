@@ -69,6 +69,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), None once it is gone: with the pid it
+    names one process, where a pid alone may be reused by an unrelated one on a busy machine."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except OSError:
+        return None
+
+
 @dataclass
 class Server:
     engines: Path
@@ -77,7 +86,7 @@ class Server:
     host: str = "127.0.0.1"
     openai: bool = False  # also serve the OpenAI API (--openai-port)
     proc: subprocess.Popen | None = None
-    seen: set[int] = field(default_factory=set)
+    seen: dict[int, int] = field(default_factory=dict)  # pid -> start time, of every process seen
 
     def start(self, ports: list[int] | None = None) -> "Server":
         self.ports = ports or free_ports(4 if self.openai else 3)
@@ -136,9 +145,9 @@ class Server:
         while not self.ready():
             assert self.proc.poll() is None, f"serve exited early:\n{self.output()}"
             assert time.monotonic() < deadline, f"serve not ready:\n{self.output()}"
-            self.seen |= descendants(self.proc.pid)
+            self.remember()
             time.sleep(0.5)
-        self.seen |= descendants(self.proc.pid)
+        self.remember()
 
     def metric(self, name: str) -> float | None:
         """A metric without labels from the server's /metrics (None if not published)."""
@@ -157,6 +166,11 @@ class Server:
             time.sleep(0.2)
         time.sleep(settle_s)
 
+    def remember(self) -> None:
+        for pid in descendants(self.proc.pid):
+            if (started := start_time(pid)) is not None:
+                self.seen.setdefault(pid, started)
+
     def rank_pids(self) -> dict[int, int]:
         return {int(f.stem[4:]): int(f.read_text().split()[0])
                 for f in (self.run_dir / "job").glob("rank*.pid")}
@@ -164,11 +178,13 @@ class Server:
     def stop(self) -> int:
         """SIGTERM, as an operator would; returns the exit code. Asserts nothing is left."""
         if self.proc.poll() is None:
-            self.seen |= descendants(self.proc.pid)
+            self.remember()
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=120)
         self.log.close()
-        left = sorted(p for p in self.seen | set(self.rank_pids().values()) if alive(p))
+        left = sorted(p for p, started in self.seen.items()
+                      if alive(p) and start_time(p) == started)
+        left += sorted(p for p in set(self.rank_pids().values()) - set(self.seen) if alive(p))
         for pid in left:  # never leave them running, even when the assertion fails
             os.kill(pid, signal.SIGKILL)
         assert not left, f"processes left behind: {left}\n{self.output()}"
