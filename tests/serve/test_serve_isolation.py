@@ -1,7 +1,7 @@
-"""What listens, and what reaches the job: tritonserver's HTTP, gRPC and metrics ports on the
---host address (127.0.0.1 by default), and nothing else: the AFD job (mpiexec, whose
-out-of-band listener binds every interface of its namespace, and the ranks) runs in a network
-namespace of its own, whatever --host says."""
+"""What listens, and what reaches the job: tritonserver's HTTP, gRPC and metrics ports and the
+OpenAI server's port on the --host address (127.0.0.1 by default), and nothing else: the AFD job
+(mpiexec, whose out-of-band listener binds every interface of its namespace, and the ranks) runs
+in a network namespace of its own, whatever --host says."""
 
 import json
 import os
@@ -22,16 +22,19 @@ def tree(server) -> set[int]:
 
 
 def by_process(server) -> dict[str, set[tuple[str, int]]]:
+    """Listening sockets by process name; the OpenAI server (a python process) as "openai"."""
+    openai = server.openai_pid() if server.openai else None
     out: dict[str, set[tuple[str, int]]] = {}
     for lst in listeners(tree(server)):
-        out.setdefault(lst.process, set()).add((lst.host, lst.port))
+        name = "openai" if lst.pid == openai else lst.process
+        out.setdefault(name, set()).add((lst.host, lst.port))
     return out
 
 
 @pytest.fixture(scope="module")
 def hosted(bundled_engines, tmp_path_factory):
     srv = Server(bundled_engines, tmp_path_factory.mktemp("hosted") / "run",
-                 ["--max-restarts", "0"], host=LOOPBACK_ALIAS).start()
+                 ["--max-restarts", "0"], host=LOOPBACK_ALIAS, openai=True).start()
     yield srv
     srv.stop()
 
@@ -51,6 +54,7 @@ def assert_documented(server, host: str) -> None:
     found = by_process(server)
     assert found.pop("tritonserver") == {(host, server.http_port), (host, server.grpc_port),
                                          (host, server.metrics_port)}
+    assert found.pop("openai") == {(host, server.openai_port)}
     assert found == {}, f"a process of the job listens in the host's network: {found}"
 
 
@@ -58,7 +62,7 @@ def test_the_default_ports_listen_on_loopback_only(server):
     assert_documented(server, "127.0.0.1")
 
 
-def test_host_moves_the_triton_ports_only(hosted):
+def test_host_moves_the_triton_and_openai_ports_only(hosted):
     assert_documented(hosted, LOOPBACK_ALIAS)
 
 
