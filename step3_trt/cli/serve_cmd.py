@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--micro-batches", type=int, default=None,
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--no-prefix-caching", action="store_true",
+                   help="never share KV blocks across requests with a common prefix (default: "
+                        "the build config's kv_cache.prefix_caching, on unless it says false)")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="Triton model repository holding `step3` (default: triton_repo/)")
     p.set_defaults(run=run)
@@ -61,5 +64,6 @@ def run(args) -> int:
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
         heartbeat_timeout_s=args.heartbeat_timeout,
-        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
+        prefix_caching=not args.no_prefix_caching)
     return Supervisor(options).run()

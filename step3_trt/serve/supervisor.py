@@ -57,6 +57,7 @@ class ServeOptions:
     max_restarts: int = 3  # of the job and of tritonserver together
     micro_batches: int | None = None
     device: str | None = None
+    prefix_caching: bool = True  # False: --no-prefix-caching (else the build config decides)
 
 
 class Supervisor:
@@ -91,7 +92,8 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.job = ServingJob(o.engines, run_dir / "job", endpoint, timeout=o.timeout_s,
-                                  micro_batches=o.micro_batches, device=o.device)
+                                  micro_batches=o.micro_batches, device=o.device,
+                                  prefix_caching=o.prefix_caching)
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")
