@@ -26,6 +26,7 @@ class OutOfBlocks(RuntimeError):
     """Not enough free blocks; the scheduler preempts instead of failing the request."""
 
 
+ID_MASK = 2**64 - 1
 ContentKeys = Sequence[tuple[int, bytes]]  # (position, digest of a non-text input starting there)
 
 
@@ -43,7 +44,9 @@ class BlockHasher:
         bs = self.block_size
         for b in range(len(hashes), len(tokens) // bs):
             h = hashlib.sha256(hashes[-1] if hashes else b"step3-trt kv\0" + self.seed)
-            h.update(struct.pack(f"<{bs}q", *tokens[b * bs:(b + 1) * bs]))
+            block = tokens[b * bs:(b + 1) * bs]
+            # ids as unsigned 64-bit: valid ids are unchanged, and no int makes this raise
+            h.update(struct.pack(f"<{bs}Q", *(t & ID_MASK for t in block)))
             for position, digest in content_keys:
                 if b * bs <= position < (b + 1) * bs:
                     h.update(struct.pack("<qq", position, len(digest)) + digest)

@@ -72,3 +72,9 @@ def test_without_prefix_caching_dispatch_is_by_load_alone():
     dispatch, _ = job(None)
     chat = list(range(20))
     assert [submit(dispatch, i, chat) for i in range(4)] == [A0, A1, A0, A1]
+
+
+def test_token_ids_no_rank_would_take_do_not_break_dispatch():
+    dispatch, ranks = job(PrefixRouting(HASHER, slack=2))
+    assert submit(dispatch, 0, [2**64 - 1, -5, 3, 4, 5, 6]) == A0  # the rank refuses it
+    assert isinstance(ranks[A0].poll_message()[0], Submit)
