@@ -141,3 +141,13 @@ def test_cancelled_mid_prefill_releases_its_blocks_and_what_it_computed_is_reuse
     assert follower.cached_tokens == 32
     assert follower.output == expected(follower.prompt, 5)
     assert sched.blocks.num_cached >= 4
+
+
+def test_the_build_config_turns_it_on_and_the_flag_off():
+    from step3_trt.build_config import BuildConfig
+    from step3_trt.runtime.local import prefix_hasher
+
+    on, off = BuildConfig(), BuildConfig.from_dict({"kv_cache": {"prefix_caching": False}})
+    assert on.kv_cache.prefix_caching  # the default
+    assert prefix_hasher(on) == BlockHasher(16, on.digest().encode())
+    assert prefix_hasher(off) is None and prefix_hasher(on, prefix_caching=False) is None
