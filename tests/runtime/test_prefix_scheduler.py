@@ -151,3 +151,16 @@ def test_the_build_config_turns_it_on_and_the_flag_off():
     assert on.kv_cache.prefix_caching  # the default
     assert prefix_hasher(on) == BlockHasher(16, on.digest().encode())
     assert prefix_hasher(off) is None and prefix_hasher(on, prefix_caching=False) is None
+
+
+def test_content_keys_share_blocks_only_between_equal_inputs():
+    sched = scheduler(64, 256, 8, True)
+    prompt = list(range(1, 41))  # 5 blocks of 8; an "image" at position 20, in block 2
+    first = Request(0, prompt, SamplingParams(max_new_tokens=1, greedy=True),
+                    content_keys=((20, b"image a"),))
+    same = Request(1, prompt, SamplingParams(max_new_tokens=1, greedy=True),
+                   content_keys=((20, b"image a"),))
+    other = Request(2, prompt, SamplingParams(max_new_tokens=1, greedy=True),
+                    content_keys=((20, b"image b"),))
+    drive(sched, [first, same, other], {0: 0, 1: 3, 2: 3})
+    assert same.cached_tokens == 32 and other.cached_tokens == 16  # blocks 0-1 only
