@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--shared-network", action="store_true",
                    help="run the AFD job in the host's network namespace instead of one of its "
                         "own (mpiexec's out-of-band port then listens on every interface)")
+    p.add_argument("--no-prefix-caching", action="store_true",
+                   help="never share KV blocks across requests with a common prefix (default: "
+                        "the build config's kv_cache.prefix_caching, on unless it says false)")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="Triton model repository holding `step3` (default: triton_repo/)")
     p.set_defaults(run=run)
@@ -85,5 +88,5 @@ def run(args) -> int:
         heartbeat_timeout_s=args.heartbeat_timeout,
         max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
         transport=args.transport, shared_network=args.shared_network,
-        openai_port=args.openai_port)
+        openai_port=args.openai_port, prefix_caching=not args.no_prefix_caching)
     return Supervisor(options).run()

@@ -85,14 +85,23 @@ class Result:
     preemptions: int = 0
     error: str | None = None
     served_by: str | None = None  # the attention rank (set by the coordinator)
+    # prompt tokens whose K/V came from the rank's prefix cache when the request was first
+    # scheduled (TensorRT-LLM reports kv_cache_reused_blocks = cached_tokens / block size)
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class RankStats:
     running: int
     waiting: int
-    kv_blocks_used: int
+    kv_blocks_used: int  # referenced by a request
     kv_blocks_total: int
+    kv_blocks_cached: int = 0  # holding a prefix that a request can reuse (referenced or not)
+    # cumulative since the rank started: tokens looked up in the prefix cache (each admission),
+    # tokens found there, and tokens computed other than decoding a request's newest token
+    prefix_query_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    prefill_tokens: int = 0
 
 
 @dataclass(frozen=True)

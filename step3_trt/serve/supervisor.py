@@ -66,6 +66,7 @@ class ServeOptions:
     transport: str | None = None  # the job's data plane; None = the build config's
     shared_network: bool = False  # the job in the host's network namespace (runtime/afd/netns.py)
     openai_port: int | None = None  # the OpenAI server's (on endpoints.host); None: no server
+    prefix_caching: bool = True  # False: --no-prefix-caching (else the build config decides)
 
 
 class Supervisor:
@@ -104,7 +105,8 @@ class Supervisor:
             self.job = ServingJob(o.engines, run_dir / "job", endpoint, timeout=o.timeout_s,
                                   micro_batches=o.micro_batches, device=o.device,
                                   transport=o.transport,
-                                  hosts=Hosts(shared_network=o.shared_network))
+                                  hosts=Hosts(shared_network=o.shared_network),
+                                  prefix_caching=o.prefix_caching)
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")

@@ -72,7 +72,7 @@ class Hosts:
 def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, serve: str,
                     transport: str, timeout: float, micro_batches: int | None = None,
                     device: str | None = None, trace: bool = False,
-                    hosts: Hosts = Hosts()) -> list[str]:
+                    hosts: Hosts = Hosts(), prefix_caching: bool = True) -> list[str]:
     """The job's command line; `serve`: the ZeroMQ endpoint its coordinator binds.
 
     A job on this host only (no --hostfile / --host) talks through shared memory and needs no
@@ -102,6 +102,8 @@ def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, serve
         cmd += ["--device", device]
     if trace:
         cmd.append("--trace")
+    if not prefix_caching:
+        cmd.append("--no-prefix-caching")
     return cmd
 
 
@@ -152,7 +154,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: st
             timeout: float = 60.0, micro_batches: int | None = None, device: str | None = None,
             trace_file: Path | None = None, run_dir: Path | None = None, tokenizer=None,
             hosts: Hosts = Hosts(), on_result=None, err=sys.stderr,
-            startup_timeout_s: float = 600.0) -> int:
+            startup_timeout_s: float = 600.0, prefix_caching: bool = True) -> int:
     """Run the job; each result (a dict: prompt_ids, output_ids, text, or error) goes to
     `on_result` in request order (default: a JSON line on stdout). Returns the exit code."""
     from step3_trt.build_config import BuildConfig
@@ -168,7 +170,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: st
     run_dir.mkdir(parents=True, exist_ok=True)
     job = ServingJob(engine_dir, run_dir, ipc_endpoint(run_dir), timeout=timeout,
                      micro_batches=micro_batches, device=device, transport=transport,
-                     trace=trace_file is not None, hosts=hosts)
+                     trace=trace_file is not None, hosts=hosts, prefix_caching=prefix_caching)
     ordered = sorted(requests, key=lambda r: r.id)
     collectors = {r.id: _Collector([None]) for r in ordered}
     printed, client = 0, None
