@@ -9,8 +9,9 @@ admission lanes, which tokenize it and submit it to the AFD job (serve/admission
 codes: INVALID_ARG for the client's input, UNAVAILABLE while the job is restarting or gone,
 INTERNAL for a failure of ours (docs/serving.md says what status each becomes).
 
-Config parameters: `interface`; `exclude_input_in_output` and (tensorrt_llm_bls)
-`accumulate_tokens`, "true" or "false"; filled in by `step3-trt serve`: `engines` (the engine
+Config parameters: `interface`; `exclude_input_in_output`, `rank_metrics` (this model publishes
+the per-rank metrics: serve/metrics.py) and (tensorrt_llm_bls) `accumulate_tokens`, "true" or
+"false"; filled in by `step3-trt serve`: `engines` (the engine
 directory, for the tokenizer and the context length), `afd_endpoint` (the coordinator's ZeroMQ
 endpoint), `startup_timeout_s` (how long loading waits for the job), `heartbeat_timeout_s`.
 """
@@ -58,7 +59,8 @@ class GenerationModel:
         if self.tokenizer is None:
             raise FileNotFoundError(f"{engines} has no tokenizer (tokenizer/tokenizer.json)")
         self.limits = engine_limits(engines, self.tokenizer)
-        self.metrics = JobMetrics(pb_utils, config["name"])
+        self.metrics = JobMetrics(pb_utils, config["name"],
+                                  flag_parameter(params, "rank_metrics", False))
         self.client = JobClient(params["afd_endpoint"],
                                 float(params.get("startup_timeout_s") or 600),
                                 float(params.get("heartbeat_timeout_s") or 5),
