@@ -179,23 +179,28 @@ class Rank:
         eos = eos_token_ids(engines, cfg)
         scheduler = make_scheduler(cfg, self.build, executor.k_cache.shape[1], eos,
                                    load_tokenizer(engines))
-        ffn = RemoteFfn(self.data, self.layout, cfg.hidden_size, executor.dtype)
+        ffn = RemoteFfn.for_engine(self.data, self.layout, self.me, engine.meta, engine.device,
+                                   self.tracer)
         core = EngineCore(executor, ffn, scheduler, eos, self.micro_batches, lockstep=True,
                           tracer=self.tracer)
         self._ready()
         AttentionWorker(core, self.control, self.layout, self.me).run()
+        # what this rank put on the links, for the launcher's summary (`run --json`)
+        (self.args.run_dir / f"links{self.layout.world(self.me)}.json").write_text(
+            json.dumps(ffn.links.to_dict()))
 
     def _serve_ffn(self) -> None:
         from step3_trt.runtime.afd.ffn_worker import FfnWorker
         from step3_trt.runtime.cuda_graphs import GraphCache
         from step3_trt.runtime.engine import RankEngine
         from step3_trt.runtime.executors import FfnExecutor
+        from step3_trt.runtime.wire_format import WireFormat
 
         engine = RankEngine(self.args.engines / self.me.dir, self.device, self.build.digest())
         executor = FfnExecutor(engine, GraphCache.for_engine(self.build.runtime, engine))
         self._ready()
         FfnWorker(executor, self.control, self.data, self.layout, self.micro_batches,
-                  self.tracer).run()
+                  self.tracer, WireFormat.of_engine(engine.meta)).run()
 
 
 if __name__ == "__main__":
