@@ -5,7 +5,7 @@ owns the contiguous block `split(experts, ep, g)` (near-equal blocks, so `ep` ne
 the expert count), each expert sliced along its intermediate dimension by `tp`. The shared expert
 and the dense MLPs are replicated in every EP group (sliced by `tp` inside it). A token's routed
 work goes to the groups owning its top-k experts; its shared-expert work to one of those groups
-and its dense-layer work to one group (runtime/dispatch_plan.py decides which), so a token
+and its dense-layer work to one group (runtime/expert_dispatch.py decides which), so a token
 reaches at most `top_k` groups (`top_k * tp` ranks) whatever the number of FFN ranks.
 
 Recorded in every rank's `mapping` (role checkpoints and engines) as `placement`, so the
