@@ -68,30 +68,42 @@ def _token_scales(scale: Optional[torch.Tensor], blocks: torch.Tensor, BS: int, 
     return s.repeat_interleave(BS)[:L]
 
 
-def _fp8_attention(q, K, V, ks, vs, v_per_block: bool, visible, sm_scale: float) -> torch.Tensor:
-    """The FP8 numerics of the module docstring. q [n, H, D]; K, V [L, D] stored e4m3 values;
-    ks, vs [L] token scales; visible [n, L]. Returns float32 [n, H, D]."""
-    qq, qs = fp8_quantize_ref(q, "token")  # per (row, head) over D: [n, H, D], [n, H, 1]
-    t = torch.einsum("thd,ld->thl", qq.float(), K) * (qs * (sm_scale * LOG2E)) * ks
-    t = t.masked_fill(~visible[:, None, :], float("-inf"))
-    m = torch.ceil(t.amax(-1, keepdim=True)) - P_OFFSET  # [n, H, 1]
+def attend(q, K, V, ks, vs, visible, fp8: bool, v_per_block: bool,
+           sm_scale: float) -> torch.Tensor:
+    """The attention math of the module docstring, batched: q [B, n, H, D] (B sequences of n
+    query rows), K, V [B, L, D] stored values (float32, FP8 values as stored), ks, vs [B, L]
+    token scales, visible [B, n, L]. Returns float32 [B, n, H, D]; rows that see no key get 0."""
+    V = torch.where(visible.any(1)[..., None], V, 0.0)  # never-visible slots may hold anything
+    if not fp8:
+        scores = torch.einsum("bnhd,bld->bnhl", q.float(), K * ks[..., None]) * sm_scale
+        scores = scores.masked_fill(~visible[:, :, None, :], float("-inf"))
+        p = scores.softmax(-1).nan_to_num(0.0)  # a row with no visible key -> zeros
+        return torch.einsum("bnhl,bld->bnhd", p, V * vs[..., None])
+    qq, qs = fp8_quantize_ref(q, "token")  # per (row, head) over D: [B, n, H, D], [B, n, H, 1]
+    t = torch.einsum("bnhd,bld->bnhl", qq.float(), K) * (qs * (sm_scale * LOG2E)) \
+        * ks[:, None, None, :]
+    t = t.masked_fill(~visible[:, :, None, :], float("-inf"))
+    m = torch.ceil(t.amax(-1, keepdim=True)) - P_OFFSET  # [B, n, H, 1]
     p = torch.exp2(t - torch.where(torch.isfinite(m), m, 0.0))  # a row seeing no key: all 0
     if v_per_block:
         l = p.sum(-1, keepdim=True)
-        pv = torch.einsum("thl,ld->thd", (p * vs).to(torch.float16).float(), V)
+        pv = torch.einsum("bnhl,bld->bnhd",
+                          (p * vs[:, None, None, :]).to(torch.float16).float(), V)
     else:
         p8 = p.to(FP8).float()
         l = p8.sum(-1, keepdim=True)
-        pv = torch.einsum("thl,ld->thd", p8, V) * vs[0]
+        pv = torch.einsum("bnhl,bld->bnhd", p8, V) * vs[:, :1, None, None]
     return pv / torch.where(l > 0, l, 1.0)
 
 
 def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale, v_scale,
                         sm_scale: float) -> torch.Tensor:
-    """Reference: sequence s owns query rows cu[s]:cu[s+1], the last n_s of its seq_lens[s] tokens."""
+    """Reference: sequence s owns query rows cu[s]:cu[s+1], the last n_s of its seq_lens[s]
+    tokens; one sequence at a time (the oracle the kernels are tested against)."""
     out = torch.zeros_like(q)
     BS = k_cache.shape[1]
     fp8 = k_cache.dtype == FP8
+    v_per_block = fp8 and v_scale is not None and v_scale.numel() > 1
     cu, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
     for s, L in enumerate(lens):
         a, b = cu[s], cu[s + 1]
@@ -104,15 +116,52 @@ def paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_
         vs = _token_scales(v_scale, blocks, BS, L, q.device)
         pos = torch.arange(L - (b - a), L, device=q.device)  # positions of the new tokens
         visible = torch.arange(L, device=q.device)[None, :] <= pos[:, None]  # [n, L]
-        if fp8:
-            v_per_block = v_scale is not None and v_scale.numel() > 1
-            out[a:b] = _fp8_attention(q[a:b], K, V, ks, vs, v_per_block, visible, sm_scale).to(q.dtype)
-            continue
-        scores = torch.einsum("thd,ld->thl", q[a:b].float(), K * ks[:, None]) * sm_scale
-        scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
-        p = scores.softmax(-1).nan_to_num(0.0)  # a row with no visible key -> zeros
-        out[a:b] = torch.einsum("thl,ld->thd", p, V * vs[:, None]).to(q.dtype)
+        out[a:b] = attend(q[None, a:b], K[None], V[None], ks[None], vs[None], visible[None], fp8,
+                          v_per_block, sm_scale)[0].to(q.dtype)
     return out
+
+
+def paged_attention_cpu(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale,
+                        v_scale, sm_scale: float) -> torch.Tensor:
+    """Every sequence at once (the CPU kernel; same math as `paged_attention_ref`): query rows
+    padded to [S, n_max, H, D], each sequence's first L_max cache tokens gathered to
+    [S, L_max, D], one batched product per stage, rows scattered back."""
+    out = torch.zeros_like(q)
+    S, BS = seq_lens.shape[0], k_cache.shape[1]
+    lens = seq_lens.long()
+    cu = cu_seqlens_q.long()
+    n = (cu[1:] - cu[:-1]).clamp_min(0) * (lens > 0)  # query rows per sequence
+    if S == 0 or int(n.sum()) == 0:
+        return out
+    n_max, L_max = int(n.max()), int(lens.max())
+    nb = cdiv(L_max, BS)
+    blocks = block_tables[:, :nb].long().clamp_min(0)  # unused entries (-1) are never visible
+    fp8 = k_cache.dtype == FP8
+    K = k_cache[blocks].float().reshape(S, nb * BS, -1)[:, :L_max]
+    V = (fp8_v_blocks(v_cache)[blocks].transpose(2, 3) if v_cache.dtype == FP8 else
+         v_cache[blocks]).float().reshape(S, nb * BS, -1)[:, :L_max]
+    ks, vs = (_token_scales_batched(sc, blocks, BS, L_max, q.device) for sc in (k_scale, v_scale))
+    i = torch.arange(n_max, device=q.device)
+    real = i[None, :] < n[:, None]  # [S, n_max]
+    rows = (cu[:-1, None] + i[None, :]).clamp(0, max(q.shape[0] - 1, 0))
+    pos = lens[:, None] - n[:, None] + i[None, :]  # [S, n_max]
+    visible = (torch.arange(L_max, device=q.device)[None, None, :] <= pos[:, :, None]) \
+        & real[:, :, None]
+    v_per_block = fp8 and v_scale is not None and v_scale.numel() > 1
+    res = attend(q[rows], K, V, ks, vs, visible, fp8, v_per_block, sm_scale)
+    out[rows[real]] = res[real].to(q.dtype)
+    return out
+
+
+def _token_scales_batched(scale: Optional[torch.Tensor], blocks: torch.Tensor, BS: int, L: int,
+                          device) -> torch.Tensor:
+    """`_token_scales` for every sequence of `blocks` [S, nb]: float32 [S, L]."""
+    S = blocks.shape[0]
+    if scale is None:
+        return torch.ones(S, L, device=device)
+    s = scale.float().reshape(-1)
+    s = s.expand(blocks.shape) if s.numel() == 1 else s[blocks]
+    return s.repeat_interleave(BS, dim=1)[:, :L]
 
 
 def _check_attn(q, k_cache, v_cache, block_tables, seq_lens):
@@ -151,7 +200,7 @@ def mfa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 
     Row s attends to all ``seq_lens[s]`` cached tokens of sequence s (its own new token was
     appended with `kv_append` first). CUDA: split-KV Triton kernel, heads as the tile M dimension
-    (each K/V tile loaded once for all heads); CPU: `paged_attention_ref`.
+    (each K/V tile loaded once for all heads); otherwise `paged_attention_cpu`.
     """
     _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
     check(q.shape[0] == seq_lens.shape[0], "mfa_decode: one query token per sequence")
@@ -161,7 +210,8 @@ def mfa_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         return paged_attention(q.contiguous(), k_cache, v_cache, _i32(block_tables), scale, k_scale,
                                v_scale, seq_lens=_i32(seq_lens))
     cu = torch.arange(q.shape[0] + 1, device=q.device)
-    return paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu, k_scale, v_scale, scale)
+    return paged_attention_cpu(q, k_cache, v_cache, block_tables, seq_lens, cu, k_scale, v_scale,
+                               scale)
 
 
 @mfa_decode.register_fake
@@ -180,7 +230,8 @@ def mfa_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     cu_seqlens_q [S+1] int32: sequence s owns rows cu[s]:cu[s+1], its n_s newest tokens, already
     appended to the cache (seq_lens[s] counts them), so row cu[s]+i sits at position
     p = seq_lens[s] - n_s + i and sees cache tokens 0..p. Rows past cu[S] get zeros.
-    CUDA: the decode kernel with one row per token and a per-row causal length; CPU: reference.
+    CUDA: the decode kernel with one row per token and a per-row causal length; otherwise
+    `paged_attention_cpu`.
     """
     _check_attn(q, k_cache, v_cache, block_tables, seq_lens)
     check(cu_seqlens_q.shape == (seq_lens.shape[0] + 1,), "mfa_prefill: cu_seqlens_q must be [seqs + 1]")
@@ -194,7 +245,7 @@ def mfa_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         row_len = torch.where(tok < cu[-1], pos + 1, 0).clamp_min(0)
         return paged_attention(q.contiguous(), k_cache, v_cache, _i32(block_tables), scale, k_scale,
                                v_scale, row_seq=_i32(seq), row_len=_i32(row_len))
-    return paged_attention_ref(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale,
+    return paged_attention_cpu(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, k_scale,
                                v_scale, scale)
 
 

@@ -68,6 +68,9 @@ class Mapping:
 class KVCache:
     block_size: int = 16  # tokens per block
     max_tokens: int | None = None  # per attention rank; None = whatever memory leaves
+    # share the KV of full blocks across requests with the same prefix (content-addressed
+    # blocks, runtime/block_manager.py); `run/serve --no-prefix-caching` turns it off
+    prefix_caching: bool = True
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,15 @@ def add_parser(sub) -> None:
     p.add_argument("--hostfile", type=Path, default=None,
                    help="mpiexec --hostfile: run the ranks on these hosts (default: this machine)")
     p.add_argument("--host", default=None, help="mpiexec --host, e.g. a:4,b:4")
+    p.add_argument("--shared-network", action="store_true",
+                   help="run a single-host job in the host's network namespace instead of one "
+                        "of its own (mpiexec's out-of-band port then listens on every interface)")
     p.add_argument("--trace", type=Path, default=None,
                    help="write a Chrome-trace timeline of every rank to this file")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--no-prefix-caching", action="store_true",
+                   help="never share KV blocks across requests with a common prefix (default: "
+                        "the build config's kv_cache.prefix_caching, on unless it says false)")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="keep pid files, logs and per-rank traces here (default: a temp dir)")
     p.add_argument("--json", action="store_true",
@@ -126,4 +132,6 @@ def run(args) -> int:
     return run_job(args.engines, requests, transport=args.transport, timeout=args.timeout,
                    micro_batches=args.micro_batches, device=args.device, trace_file=args.trace,
                    run_dir=args.run_dir, tokenizer=tokenizer,
-                   hosts=Hosts(args.hostfile, args.host), on_result=show, on_summary=summary)
+                   hosts=Hosts(args.hostfile, args.host, args.shared_network),
+                   on_result=show, on_summary=summary,
+                   prefix_caching=not args.no_prefix_caching)

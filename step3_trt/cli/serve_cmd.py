@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000, help="default: 8000")
     p.add_argument("--grpc-port", type=int, default=8001, help="default: 8001")
     p.add_argument("--metrics-port", type=int, default=8002, help="default: 8002")
+    add_openai_arguments(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="logs, the rendered model repository and rank pid files (default: a "
                         "temp dir)")
@@ -39,9 +40,32 @@ def add_parser(sub) -> None:
     p.add_argument("--micro-batches", type=int, default=None,
                    help="decode micro-batches in flight (default: the build config's)")
     p.add_argument("--device", default=None, help="device (default: the build config's)")
+    p.add_argument("--transport", choices=["mpi", "torch"], default=None,
+                   help="the AFD job's data plane (default: the build config's runtime.transport)")
+    p.add_argument("--shared-network", action="store_true",
+                   help="run the AFD job in the host's network namespace instead of one of its "
+                        "own (mpiexec's out-of-band port then listens on every interface)")
+    p.add_argument("--no-prefix-caching", action="store_true",
+                   help="never share KV blocks across requests with a common prefix (default: "
+                        "the build config's kv_cache.prefix_caching, on unless it says false)")
     p.add_argument("--model-repository", type=Path, default=None,
                    help="Triton model repository holding `step3` (default: triton_repo/)")
     p.set_defaults(run=run)
+
+
+def add_openai_arguments(p) -> None:
+    p.add_argument("--openai-port", type=int, default=None,
+                   help="also serve an OpenAI-compatible API (/v1/chat/completions, "
+                        "/v1/completions, /v1/models) on this port of --host, in front of the "
+                        "same AFD job; supervised and restarted like tritonserver (default: "
+                        "none)")
+
+
+def check_openai_port(args) -> None:
+    taken = {args.http_port, args.grpc_port, args.metrics_port}
+    if args.openai_port is not None and args.openai_port in taken:
+        raise ValueError(f"--openai-port {args.openai_port} is also tritonserver's HTTP, gRPC or "
+                         f"metrics port")
 
 
 def run(args) -> int:
@@ -50,6 +74,7 @@ def run(args) -> int:
 
     if not (args.engines / "manifest.json").is_file():
         raise FileNotFoundError(f"{args.engines} is not an engine directory (no manifest.json)")
+    check_openai_port(args)
     if args.max_restarts < 0:
         raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     if not args.heartbeat_timeout >= 1.0:
@@ -61,5 +86,7 @@ def run(args) -> int:
         run_dir=args.run_dir, repository=args.model_repository or DEFAULT_REPOSITORY,
         timeout_s=args.timeout, startup_timeout_s=args.startup_timeout,
         heartbeat_timeout_s=args.heartbeat_timeout,
-        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device)
+        max_restarts=args.max_restarts, micro_batches=args.micro_batches, device=args.device,
+        transport=args.transport, shared_network=args.shared_network,
+        openai_port=args.openai_port, prefix_caching=not args.no_prefix_caching)
     return Supervisor(options).run()

@@ -16,7 +16,7 @@ from step3_trt.convert.memory_plan import memory_plan
 from step3_trt.generation_config import GenerationConfig
 from step3_trt.manifest import ENGINES, read_manifest
 from step3_trt.runtime.batch import make_batch
-from step3_trt.runtime.block_manager import BlockManager
+from step3_trt.runtime.block_manager import BlockHasher, BlockManager
 from step3_trt.runtime.core import EngineCore
 from step3_trt.runtime.cuda_graphs import GraphCache
 from step3_trt.runtime.engine import RankEngine
@@ -46,11 +46,21 @@ def eos_token_ids(engine_dir: Path, cfg: Step3Config) -> tuple[int, ...]:
     return GenerationConfig.from_dir(engine_dir, cfg).eos_token_ids
 
 
+def prefix_hasher(build: BuildConfig, prefix_caching: bool | None = None) -> BlockHasher | None:
+    """How an attention rank names its full KV blocks for prefix caching, or None when it is
+    off (`prefix_caching`: None = the build config's `kv_cache.prefix_caching`). The seed is the
+    build digest: engines built otherwise compute other K/V for the same tokens."""
+    on = build.kv_cache.prefix_caching if prefix_caching is None else prefix_caching
+    return BlockHasher(build.kv_cache.block_size, build.digest().encode()) if on else None
+
+
 def make_scheduler(cfg: Step3Config, build: BuildConfig, num_blocks: int,
-                   eos: Collection[int], tokenizer: Step3Tokenizer | None) -> Scheduler:
-    """The scheduler an attention rank runs, sized by the build config."""
+                   eos: Collection[int], tokenizer: Step3Tokenizer | None,
+                   prefix_caching: bool | None = None) -> Scheduler:
+    """The scheduler an attention rank runs, sized by the build config (`prefix_caching`: None
+    = the build config's)."""
     return Scheduler(
-        BlockManager(num_blocks, build.kv_cache.block_size),
+        BlockManager(num_blocks, build.kv_cache.block_size, prefix_hasher(build, prefix_caching)),
         SchedulerConfig(build.runtime.max_batch, build.runtime.max_tokens_per_step),
         max_seq_len(cfg, build), eos,
         detokenize=tokenizer.decode if tokenizer else None)
@@ -67,9 +77,11 @@ def attention_executor(engine_dir: Path, build: BuildConfig, engine: RankEngine,
 
 class LocalRunner:
     def __init__(self, engine_dir: str | Path, device: str | None = None,
-                 cuda_graphs: bool | None = None):
-        """`cuda_graphs`: None = the build config's `runtime.cuda_graphs` (CUDA engines only)."""
+                 cuda_graphs: bool | None = None, prefix_caching: bool | None = None):
+        """`cuda_graphs`: None = the build config's `runtime.cuda_graphs` (CUDA engines only);
+        `prefix_caching`: None = the build config's `kv_cache.prefix_caching`."""
         self.dir = Path(engine_dir)
+        self.prefix_caching = prefix_caching
         manifest = read_manifest(self.dir, ENGINES)
         self.build = BuildConfig.from_file(self.dir / "build_config.yaml")
         device = device or self.build.device
@@ -91,10 +103,11 @@ class LocalRunner:
         self.eos_token_ids = eos_token_ids(self.dir, self.config)
 
     def core(self, eos: Collection[int] | None = None) -> EngineCore:
-        """A fresh engine core over this runner's engines (its own scheduler; the KV cache
-        tensors are shared, so use one core at a time)."""
+        """A fresh engine core over this runner's engines (its own scheduler and an empty prefix
+        cache; the KV cache tensors are shared, so use one core at a time)."""
         eos = self.eos_token_ids if eos is None else tuple(eos)
-        scheduler = make_scheduler(self.config, self.build, self.num_blocks, eos, self.tokenizer)
+        scheduler = make_scheduler(self.config, self.build, self.num_blocks, eos, self.tokenizer,
+                                   self.prefix_caching)
         return EngineCore(self.attention, LocalFfn(self.ffn), scheduler, eos)
 
     def run(self, requests: list[Request], eos: Collection[int] | None = None) -> list[Request]:
@@ -128,7 +141,9 @@ class LocalRunner:
         vocab = self.config.vocab_size
         if any(not 0 <= t < vocab for p in prompts for t in p):
             raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        scheduler = make_scheduler(self.config, self.build, self.num_blocks, (), None)
+        # every position's logits are wanted, so no prefix may come from the cache
+        scheduler = make_scheduler(self.config, self.build, self.num_blocks, (), None,
+                                   prefix_caching=False)
         if any(len(p) >= scheduler.max_seq_len for p in prompts):
             raise ValueError(f"prompts to score must be shorter than the engines' maximum "
                              f"sequence length {scheduler.max_seq_len}")

@@ -6,8 +6,9 @@ Client (Triton backend, `step3-trt run`) <-> coordinator, over ZeroMQ:
   Heartbeat (every attention rank's occupancy), ErrorReply.
 Coordinator <-> attention ranks, over the control channel:
   Submit, Cancel, Shutdown ->;  <- Ready, StepReport (deltas, results, occupancy).
-Workers among themselves: Vote (attention rank -> the leader), Decision (leader -> every worker:
-run a step, stay idle, or stop); to the coordinator: Ready (once its engines load; the
+Workers among themselves: Round (the leader -> each attention rank: vote now), Vote (attention
+rank -> the leader), Decision (leader -> every worker: run a step, stay idle, or stop), Nudge (an
+idle attention rank -> the leader: start a round); to the coordinator: Ready (once its engines load; the
 coordinator answers Begin once every worker is ready), Stalled (a
 wait on a peer has lasted the job's timeout).
 """
@@ -84,14 +85,23 @@ class Result:
     preemptions: int = 0
     error: str | None = None
     served_by: str | None = None  # the attention rank (set by the coordinator)
+    # prompt tokens whose K/V came from the rank's prefix cache when the request was first
+    # scheduled (TensorRT-LLM reports kv_cache_reused_blocks = cached_tokens / block size)
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class RankStats:
     running: int
     waiting: int
-    kv_blocks_used: int
+    kv_blocks_used: int  # referenced by a request
     kv_blocks_total: int
+    kv_blocks_cached: int = 0  # holding a prefix that a request can reuse (referenced or not)
+    # cumulative since the rank started: tokens looked up in the prefix cache (each admission),
+    # tokens found there, and tokens computed other than decoding a request's newest token
+    prefix_query_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    prefill_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,19 @@ class ErrorReply:
 
 
 @dataclass(frozen=True)
+class Round:
+    """The leader -> each other attention rank: a round starts, send your vote."""
+    TYPE: ClassVar[str] = "round"
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """An idle attention rank -> the leader: something changed here (a request, a cancel, a
+    shutdown), start a round."""
+    TYPE: ClassVar[str] = "nudge"
+
+
+@dataclass(frozen=True)
 class Vote:
     TYPE: ClassVar[str] = "vote"
     has_work: bool
@@ -158,7 +181,7 @@ class Stalled:
 
 
 Message = typing.Union[Submit, Cancel, Shutdown, Hello, Status, Ready, Begin, StepReport, Update,
-                       Heartbeat, ErrorReply, Vote, Decision, Stalled]
+                       Heartbeat, ErrorReply, Round, Nudge, Vote, Decision, Stalled]
 MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(Message)}
 MAX_ID = 2**63 - 1  # ids are JSON integers that fit int64
 

@@ -1,6 +1,7 @@
 """One request's whole state inside an attention rank (or the in-process runner): its prompt and
-outputs, sampling parameters and generator, stop rules, token bans, KV progress, finish
-reason, and the cursor of what has been streamed. Pure Python apart from the generator."""
+outputs, sampling parameters and generator, stop rules, token bans, KV progress (with the hashes
+of its full blocks for prefix caching), finish reason, and the cursor of what has been streamed.
+Pure Python apart from the generator."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ class Request:
     output: list[int] = field(default_factory=list)
     status: Status = Status.WAITING
     num_computed: int = 0  # tokens whose K/V are in the cache
+    cached_tokens: int = 0  # prompt tokens whose K/V came from the prefix cache (first admission)
+    # (position, digest) of non-text inputs that decide the K/V from that position on
+    # (multimodal content): part of the block hashes, so such blocks are shared only by equals
+    content_keys: tuple[tuple[int, bytes], ...] = ()
+    block_hashes: list[bytes] = field(default_factory=list, repr=False)  # of its full blocks
     finish_reason: str | None = None  # stop | length | cancelled | error
     error: str | None = None  # why it failed (finish_reason "error")
     preemptions: int = 0

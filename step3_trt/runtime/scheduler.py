@@ -4,6 +4,13 @@ recompute when KV blocks run out. Pure Python (no tensors): unit-testable on any
 A request's tokens are its prompt followed by its outputs; `num_computed` of them have K/V in the
 cache. Each step computes a chunk of the rest for some requests; a request whose chunk reaches
 its last token gets a next token sampled from that position's logits.
+
+With prefix caching (a block manager with a hasher), a request starts, when admitted, after the
+longest run of its full blocks that the cache holds, but always computes at least its last
+token (so that logits exist to sample from); a full block is registered once a step has
+computed its K/V (not when it is allocated: another micro-batch of the same step may read
+before this one writes). Preemption and cancellation only drop references: what was computed
+stays cached, so a preempted request usually resumes from its own blocks.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ class Scheduler:
         self.detokenize = detokenize  # for stop strings
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in admission order (oldest first)
+        # cumulative counts (a rank reports them): tokens looked up in the prefix cache at each
+        # admission, tokens found there, tokens computed other than decoding a newest token
+        self.prefix_query_tokens = self.prefix_hit_tokens = self.prefill_tokens = 0
 
     def add(self, request: Request) -> None:
         need = len(request.prompt) + request.params.max_new_tokens
@@ -77,19 +87,41 @@ class Scheduler:
         # Then admit waiting requests while sequences, tokens and blocks allow.
         while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
             req = self.waiting[0]
-            n = min(req.num_tokens - req.num_computed, budget)
-            if not self.blocks.can_append(req.request_id, n):
+            cached = self._cached_prefix(req)
+            n = min(req.num_tokens - len(cached) * self.blocks.block_size, budget)
+            if not self.blocks.can_share(cached, n):
                 break
             self.waiting.popleft()
-            req.status = Status.RUNNING
-            self.running.append(req)
+            self._start(req, cached)
             chunks.append(self._chunk(req, n))
             budget -= n
         return chunks
 
+    def _cached_prefix(self, req: Request) -> list[int]:
+        """The cached blocks a request (holding no blocks) can start on: the longest run of its
+        full blocks in the cache, leaving at least its last token to compute."""
+        if not self.blocks.prefix_caching:
+            return []
+        self.blocks.hasher.extend(req.block_hashes, req.tokens, req.content_keys)
+        usable = (req.num_tokens - 1) // self.blocks.block_size
+        return self.blocks.lookup(req.block_hashes[:usable])
+
+    def _start(self, req: Request, cached: list[int]) -> None:
+        self.blocks.share(req.request_id, cached)
+        req.num_computed = len(cached) * self.blocks.block_size
+        if self.blocks.prefix_caching:
+            self.prefix_query_tokens += req.num_tokens
+            self.prefix_hit_tokens += req.num_computed
+        if req.preemptions == 0:
+            req.cached_tokens = min(req.num_computed, len(req.prompt))
+        req.status = Status.RUNNING
+        self.running.append(req)
+
     def _chunk(self, req: Request, n: int) -> Chunk:
         start = req.num_computed
         slots = self.blocks.append(req.request_id, n)
+        decode = bool(req.output) and start == req.num_tokens - 1  # only the newest token
+        self.prefill_tokens += n - decode
         return Chunk(req, start, req.tokens[start:start + n], slots, start + n == req.num_tokens)
 
     def _preempt_newest(self, req: Request) -> bool:
@@ -118,6 +150,7 @@ class Scheduler:
             if req.status is not Status.RUNNING:
                 continue
             req.num_computed = chunk.start + len(chunk.tokens)
+            self._register(req)
             if not chunk.samples or req.request_id not in sampled:
                 continue
             req.output.append(sampled[req.request_id])
@@ -126,6 +159,16 @@ class Scheduler:
                 self.finish(req)
                 done.append(req)
         return done
+
+    def _register(self, req: Request) -> None:
+        """Make the request's full blocks whose K/V are now computed findable (prefix caching)."""
+        if self.blocks.prefix_caching:
+            bs = self.blocks.block_size
+            full = req.num_computed // bs
+            if full > len(req.block_hashes):
+                self.blocks.hasher.extend(req.block_hashes, req.tokens[:full * bs],
+                                          req.content_keys)
+            self.blocks.register(req.request_id, req.block_hashes, full)
 
     def finish(self, req: Request, reason: str | None = None) -> None:
         """Retire a request (finished, cancelled or failed) and free its blocks."""

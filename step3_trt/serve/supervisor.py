@@ -14,6 +14,10 @@ kill), the rest of its group and its shared memory are cleaned up and it is star
 nothing answers on its ports meanwhile, and the job keeps running. Job and server restarts
 share one budget, --max-restarts; past it serve stops everything and exits 1. SIGINT/SIGTERM
 stop the server first (no new requests), then the job; nothing is left behind.
+
+With --openai-port, the OpenAI server (serve/openai) is a third process, started beside
+tritonserver, stopped before it, and restarted like it from the same budget; it reaches the
+job through its own job client and rides out job restarts by itself.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from step3_trt.runtime.afd.launch import Hosts
 from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint, stop_group
 from step3_trt.serve import control
 from step3_trt.serve.lockdown import AdminKey
+from step3_trt.serve.openai.process import OpenAIProcess, OpenAISettings
 from step3_trt.serve.readiness import JOB_MODEL, ReadinessGate
 from step3_trt.serve.server_process import TritonProcess, describe_exit
 from step3_trt.serve.tritonserver import Endpoints, TritonInstall, render_repository, \
@@ -57,6 +63,10 @@ class ServeOptions:
     max_restarts: int = 3  # of the job and of tritonserver together
     micro_batches: int | None = None
     device: str | None = None
+    transport: str | None = None  # the job's data plane; None = the build config's
+    shared_network: bool = False  # the job in the host's network namespace (runtime/afd/netns.py)
+    openai_port: int | None = None  # the OpenAI server's (on endpoints.host); None: no server
+    prefix_caching: bool = True  # False: --no-prefix-caching (else the build config decides)
 
 
 class Supervisor:
@@ -73,6 +83,8 @@ class Supervisor:
         self.since = 0.0  # when the phase began
         self.hung = False
         self.server_since: float | None = None  # when a restarted server started, until ready
+        self.openai: OpenAIProcess | None = None
+        self.openai_since: float | None = None  # when a restarted OpenAI server started
 
     def say(self, text: str) -> None:
         print(f"[serve] {text}", file=self.out, flush=True)
@@ -91,7 +103,10 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.job = ServingJob(o.engines, run_dir / "job", endpoint, timeout=o.timeout_s,
-                                  micro_batches=o.micro_batches, device=o.device)
+                                  micro_batches=o.micro_batches, device=o.device,
+                                  transport=o.transport,
+                                  hosts=Hosts(shared_network=o.shared_network),
+                                  prefix_caching=o.prefix_caching)
             self.job.start()
             self.say(f"AFD job starting: {self.job.layout.attention} attention + "
                      f"{self.job.layout.ffn} FFN ranks (log: {self.job.log})")
@@ -100,11 +115,14 @@ class Supervisor:
             self.gate.open(wait=False)
             self.server = self._server(install, run_dir, endpoint)
             self.server.start()
+            self._start_openai(run_dir, endpoint)
             if not self._wait_ready():
                 return 0 if self.stopping.is_set() else 1
             e = o.endpoints
             self.say(f"ready: model {MODEL} at HTTP {self.url}, gRPC {e.host}:{e.grpc_port}, "
                      f"metrics http://{e.host}:{e.metrics_port}/metrics (run dir: {run_dir})")
+            if self.openai is not None:
+                self.say(f"ready: OpenAI API at {self.openai.settings.url}/v1")
             return self._watch()
         finally:
             self._shutdown()
@@ -142,7 +160,9 @@ class Supervisor:
             if self.job.exit_code() is not None:
                 self.say(f"the AFD job failed while starting: {self.job.failure()}")
                 return False
-            if self._serving():
+            if self._openai_died():
+                return False
+            if self._serving() and (self.openai is None or self.openai.healthy()):
                 return True
             if time.monotonic() > deadline:
                 self.say(f"not ready within {self.options.startup_timeout_s:g} s")
@@ -159,6 +179,8 @@ class Supervisor:
                 if not self._restart_server():
                     return 1
             elif self.server_since is not None and not self._server_back():
+                return 1
+            if not self._watch_openai():
                 return 1
             if self.phase is None:
                 if self._job_lost():
@@ -196,6 +218,38 @@ class Supervisor:
             self.say(f"the restarted tritonserver was not ready within "
                      f"{self.options.startup_timeout_s:g} s")
             return False
+        return True
+
+    # ---- the OpenAI server (--openai-port) ------------------------------------------------
+    def _start_openai(self, run_dir: Path, endpoint: str) -> None:
+        o = self.options
+        if o.openai_port is None:
+            return
+        settings = OpenAISettings(o.engines, endpoint, o.endpoints.host, o.openai_port,
+                                  o.startup_timeout_s, o.heartbeat_timeout_s)
+        self.openai = OpenAIProcess(settings, run_dir / "openai.log")
+        self.openai.start()
+
+    def _openai_died(self) -> bool:
+        code = None if self.openai is None else self.openai.exit_code()
+        if code is None:
+            return False
+        self.say(f"the OpenAI server {describe_exit(code)} (log: {self.openai.log}):\n  " +
+                 "\n  ".join(self.openai.tail().splitlines()))
+        self.openai.stop(grace_s=CRASHED_GRACE_S)
+        return True
+
+    def _watch_openai(self) -> bool:
+        """Restart a dead OpenAI server (from the --max-restarts budget); False once none is
+        left. It answers again once it has reached the AFD job."""
+        if self._openai_died():
+            if not self._spend_restart("the OpenAI server"):
+                return False
+            self.openai.start()
+            self.openai_since = time.monotonic()
+        elif self.openai_since is not None and self.openai.healthy():
+            self.openai_since = None
+            self.say(f"ready again: the OpenAI server restarted ({self.restarts} restarts)")
         return True
 
     # ---- AFD job restarts ----------------------------------------------------------------
@@ -270,6 +324,8 @@ class Supervisor:
     def _shutdown(self) -> None:
         if self.gate is not None:
             self.gate.open(wait=False)  # a load of afd_job in progress must not hold the server
+        if self.openai is not None:
+            self.openai.stop(grace_s=EXIT_TIMEOUT_S)
         if self.server is not None:
             self.server.stop(grace_s=EXIT_TIMEOUT_S + 5)
         if self.job is not None:

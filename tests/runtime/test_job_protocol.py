@@ -84,7 +84,7 @@ def test_bad_client_messages_fail_alone_and_the_job_serves_on(job, engines_2a2f)
     results = {r["finished"][0]["id"]: r["finished"][0]["error"]
                for r in replies if r["type"] == "update"}
     assert "request.prompt_ids must be a list, got str" in results[1]
-    assert "temperature must be >= 0" in results[2]
+    assert "temperature must be a finite number >= 0" in results[2]
     assert "prompt token ids must be in [0," in results[3]  # refused by the attention rank
 
     client = JobClient(job.endpoint, 30.0, 60.0)

@@ -1,10 +1,12 @@
-"""What listens, and what reaches the job: tritonserver's HTTP, gRPC and metrics ports on the
---host address (127.0.0.1 by default), mpiexec's PMIx server on 127.0.0.1, no rank listening at
-all, whatever --host says. Known gaps, as strict xfails: PRRTE's out-of-band listener binds
-every interface."""
+"""What listens, and what reaches the job: tritonserver's HTTP, gRPC and metrics ports and the
+OpenAI server's port on the --host address (127.0.0.1 by default), and nothing else: the AFD job
+(mpiexec, whose out-of-band listener binds every interface of its namespace, and the ranks) runs
+in a network namespace of its own, whatever --host says."""
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,45 +22,54 @@ def tree(server) -> set[int]:
 
 
 def by_process(server) -> dict[str, set[tuple[str, int]]]:
+    """Listening sockets by process name; the OpenAI server (a python process) as "openai"."""
+    openai = server.openai_pid() if server.openai else None
     out: dict[str, set[tuple[str, int]]] = {}
     for lst in listeners(tree(server)):
-        out.setdefault(lst.process, set()).add((lst.host, lst.port))
+        name = "openai" if lst.pid == openai else lst.process
+        out.setdefault(name, set()).add((lst.host, lst.port))
     return out
 
 
 @pytest.fixture(scope="module")
 def hosted(bundled_engines, tmp_path_factory):
     srv = Server(bundled_engines, tmp_path_factory.mktemp("hosted") / "run",
-                 ["--max-restarts", "0"], host=LOOPBACK_ALIAS).start()
+                 ["--max-restarts", "0"], host=LOOPBACK_ALIAS, openai=True).start()
     yield srv
     srv.stop()
 
 
-def mpi_listeners(found: dict[str, set[tuple[str, int]]]) -> dict[str, set[tuple[str, int]]]:
-    return {name: socks for name, socks in found.items() if name != "tritonserver"}
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def job_namespaces(server) -> set[str]:
+    """The network namespaces of the job's processes: every rank and mpiexec (their parent)."""
+    pids = set(server.rank_pids().values())
+    pids |= {parent(p) for p in pids}
+    return {os.readlink(f"/proc/{p}/ns/net") for p in pids}
 
 
 def assert_documented(server, host: str) -> None:
     found = by_process(server)
     assert found.pop("tritonserver") == {(host, server.http_port), (host, server.grpc_port),
                                          (host, server.metrics_port)}
-    assert set(found) == {"prterun"}, f"a rank listens: {found}"  # ranks: no TCP BTL
-    assert sum(h == "127.0.0.1" for h, _ in found["prterun"]) == 1  # PMIx, for the ranks
+    assert found.pop("openai") == {(host, server.openai_port)}
+    assert found == {}, f"a process of the job listens in the host's network: {found}"
 
 
 def test_the_default_ports_listen_on_loopback_only(server):
     assert_documented(server, "127.0.0.1")
 
 
-def test_host_moves_the_triton_ports_only(hosted):
+def test_host_moves_the_triton_and_openai_ports_only(hosted):
     assert_documented(hosted, LOOPBACK_ALIAS)
 
 
-@pytest.mark.xfail(strict=True, reason="PRRTE 3.0's out-of-band listener binds the wildcard "
-                   "address (oob_tcp_listener.c) whatever oob_tcp_if_include says")
-def test_mpiexec_listens_on_loopback_only(hosted):
-    assert all(host == "127.0.0.1" for socks in mpi_listeners(by_process(hosted)).values()
-               for host, _ in socks), by_process(hosted)
+def test_the_job_runs_in_a_network_namespace_of_its_own(hosted):
+    ours = os.readlink("/proc/self/ns/net")
+    spaces = job_namespaces(hosted)
+    assert len(spaces) == 1 and ours not in spaces, (ours, spaces)
 
 
 def results(socket, ids: set[int], serving, timeout_s: float = 120) -> dict[int, dict]:

@@ -1,8 +1,8 @@
 """An AFD attention rank: requests from the coordinator, its own engine core (scheduler, paged
 KV cache, sampling) whose FFN is the FFN ranks over the data plane, and lockstep steps with the
 other attention ranks (step_sync.py). Each step it reports to the coordinator: results, token
-deltas of streaming requests, and its occupancy; so does a round that took control messages
-while idle."""
+deltas of streaming requests, and its occupancy with the prefix cache's counts; so does a round
+that took control messages while idle."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from step3_trt.runtime.messages import Cancel, Decision, RankStats, Result, Step
 from step3_trt.runtime.messages import Shutdown
 from step3_trt.runtime.ranks import COORDINATOR, JobLayout, RankId
 from step3_trt.runtime.request import Request
+from step3_trt.runtime.scheduler import Scheduler
 from step3_trt.runtime.afd.step_sync import StepSync
 from step3_trt.runtime.transport.base import Backoff, ControlChannel
 
@@ -18,7 +19,14 @@ from step3_trt.runtime.transport.base import Backoff, ControlChannel
 def result_of(req: Request) -> Result:
     if req.error is not None:
         return Result(req.request_id, error=req.error)
-    return Result(req.request_id, list(req.output), req.finish_reason, req.preemptions)
+    return Result(req.request_id, list(req.output), req.finish_reason, req.preemptions,
+                  cached_tokens=req.cached_tokens)
+
+
+def rank_stats(s: Scheduler) -> RankStats:
+    return RankStats(len(s.running), len(s.waiting), s.blocks.num_used, s.blocks.num_blocks,
+                     s.blocks.num_cached, s.prefix_query_tokens, s.prefix_hit_tokens,
+                     s.prefill_tokens)
 
 
 class AttentionWorker:
@@ -32,7 +40,7 @@ class AttentionWorker:
         while True:
             finished, changed, stop = self._drain()
             stopping |= stop
-            action = self.sync.round(self.core.has_work(), stopping)
+            action = self.sync.round(self.core.has_work(), stopping, changed or stop)
             if action == Decision.STOP:
                 return
             if action == Decision.STEP:
@@ -79,7 +87,5 @@ class AttentionWorker:
         done = {r.id for r in finished}
         tokens = [(rid, new) for rid, req in self.core.requests.items()
                   if req.stream and rid not in done and (new := req.take_new_tokens())]
-        s = self.core.scheduler
-        stats = RankStats(len(s.running), len(s.waiting), s.blocks.num_blocks - s.blocks.num_free,
-                          s.blocks.num_blocks)
-        self.control.send_message(StepReport(tokens, finished, stats), COORDINATOR)
+        self.control.send_message(StepReport(tokens, finished, rank_stats(self.core.scheduler)),
+                                  COORDINATOR)

@@ -1,5 +1,6 @@
 """The coordinator (MPI rank 0): the job's entry point. Clients (the Triton backend, `step3-trt
-run`) connect to its ZeroMQ endpoint; their requests go to the least-loaded attention rank,
+run`) connect to its ZeroMQ endpoint; their requests go to an attention rank (the one thought to
+hold the longest cached prefix of the prompt unless it is overloaded, else the least-loaded),
 token deltas, results and errors go back to the client that asked, cancels reach the owning
 rank (which frees the request's KV blocks), and every client that said hello gets a heartbeat
 with each attention rank's occupancy, so it notices a dead job without waiting on a request.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from step3_trt.runtime import messages
 from step3_trt.runtime.afd.dispatch import Dispatcher
 from step3_trt.runtime.afd.frontend import Frontend
+from step3_trt.runtime.afd.prefix_index import PrefixRouting
 from step3_trt.runtime.messages import (Cancel, ErrorReply, Heartbeat, Hello, MessageError, Result,
                                         Shutdown, Status, StepReport, Submit, Update)
 from step3_trt.runtime.ranks import JobLayout, RankId
@@ -36,9 +38,10 @@ class Route:
 
 class Coordinator:
     def __init__(self, layout: JobLayout, control: ControlChannel, timeout_s: float,
-                 frontend: Frontend):
+                 frontend: Frontend, routing: PrefixRouting | None = None):
+        """`routing`: prefix-aware dispatch when the ranks cache prefixes (dispatch.py)."""
         self.layout, self.frontend = layout, frontend
-        self.dispatch = Dispatcher(layout, control, timeout_s)
+        self.dispatch = Dispatcher(layout, control, timeout_s, routing)
         self.routes: dict[int, Route] = {}  # job request id -> who asked
         self.job_ids: dict[Route, int] = {}
         self.served_by: dict[int, RankId] = {}

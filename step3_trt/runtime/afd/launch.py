@@ -27,6 +27,7 @@ from step3_trt.sampling import SamplingParams
 
 DIED = re.compile(r"process\s+rank\s+(\d+)\s+with\s+PID\s+(\d+).*?exited\s+on\s+signal\s+(\d+)", re.S)
 FAILED = re.compile(r"\[(.+?)\] failed:\n(?:.*\n)*?[\w.]*?(\w+Error: .+)")
+REFUSED = re.compile(r"^step3-trt: error: (.+)$", re.M)
 POLL_S = 5e-3
 
 
@@ -44,13 +45,20 @@ def job_layout(engine_dir: Path) -> JobLayout:
 
 @dataclass(frozen=True)
 class Hosts:
-    """Where the ranks run: this machine (default), or mpiexec's --hostfile / --host."""
+    """Where the ranks run: this machine (default), or mpiexec's --hostfile / --host; and
+    whether a single-host job gets a network namespace of its own (default) or shares the
+    host's (`shared_network`)."""
     hostfile: Path | None = None
     host: str | None = None  # mpiexec's `--host a:4,b:4`
+    shared_network: bool = False
 
     @property
     def local(self) -> bool:
         return self.hostfile is None and self.host is None
+
+    @property
+    def private_network(self) -> bool:
+        return self.local and not self.shared_network
 
     def args(self) -> list[str]:
         out = []
@@ -64,16 +72,20 @@ class Hosts:
 def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, serve: str,
                     transport: str, timeout: float, micro_batches: int | None = None,
                     device: str | None = None, trace: bool = False,
-                    hosts: Hosts = Hosts()) -> list[str]:
+                    hosts: Hosts = Hosts(), prefix_caching: bool = True) -> list[str]:
     """The job's command line; `serve`: the ZeroMQ endpoint its coordinator binds.
 
     A job on this host only (no --hostfile / --host) talks through shared memory and needs no
     TCP listener: the TCP BTL, which listens on every interface (btl_tcp_if_include only
-    chooses the addresses it advertises), is off. PMIx's server in mpiexec listens on 127.0.0.1
-    by default; PRRTE's out-of-band listener binds the wildcard address whatever its interface
-    settings (oob_tcp_listener.c, PRRTE 3.0), so two mpiexec ports (IPv4 and IPv6) stay open on
-    every interface (docs/serving.md, "Limits")."""
+    chooses the addresses it advertises), is off. PRRTE's out-of-band listener in mpiexec binds
+    the wildcard address whatever its interface settings (oob_tcp_listener.c, PRRTE 3.0), so a
+    single-host job runs in a network namespace of its own (runtime/afd/netns.py): nothing of it
+    can be reached over TCP, and the coordinator's endpoint is a Unix socket. `--shared-network`
+    keeps the host's network (mpiexec then listens on every interface); a multi-host job needs
+    it."""
     cmd = [mpiexec_path(), "-n", str(layout.world_size), *hosts.args()]
+    if hosts.private_network:
+        cmd = [sys.executable, "-m", "step3_trt.runtime.afd.netns", *cmd]
     if hosts.local:
         cmd += ["--mca", "btl", "^tcp"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -90,10 +102,14 @@ def mpiexec_command(engine_dir: Path, layout: JobLayout, run_dir: Path, *, serve
         cmd += ["--device", device]
     if trace:
         cmd.append("--trace")
+    if not prefix_caching:
+        cmd.append("--no-prefix-caching")
     return cmd
 
 
 def diagnose(log: str, layout: JobLayout, rc: int | None) -> str:
+    if m := REFUSED.search(log):  # the job could not start (e.g. runtime/afd/netns.py)
+        return m.group(1)
     if m := DIED.search(log):
         return f"{layout.name(layout.rank_id(int(m.group(1))))} died (signal {m.group(3)})"
     if m := FAILED.search(log):
@@ -154,7 +170,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: st
             timeout: float = 60.0, micro_batches: int | None = None, device: str | None = None,
             trace_file: Path | None = None, run_dir: Path | None = None, tokenizer=None,
             hosts: Hosts = Hosts(), on_result=None, on_summary=None, err=sys.stderr,
-            startup_timeout_s: float = 600.0) -> int:
+            startup_timeout_s: float = 600.0, prefix_caching: bool = True) -> int:
     """Run the job; each result (a dict: prompt_ids, output_ids, text, or error) goes to
     `on_result` in request order (default: a JSON line on stdout), then, once the job stopped
     cleanly, the summary (requests and the links' bytes, `link_summary`) to `on_summary`
@@ -173,7 +189,7 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: st
     run_dir.mkdir(parents=True, exist_ok=True)
     job = ServingJob(engine_dir, run_dir, ipc_endpoint(run_dir), timeout=timeout,
                      micro_batches=micro_batches, device=device, transport=transport,
-                     trace=trace_file is not None, hosts=hosts)
+                     trace=trace_file is not None, hosts=hosts, prefix_caching=prefix_caching)
     ordered = sorted(requests, key=lambda r: r.id)
     collectors = {r.id: _Collector([None]) for r in ordered}
     printed, client = 0, None

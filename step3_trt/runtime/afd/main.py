@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--micro-batches", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--trace", action="store_true")
+    p.add_argument("--no-prefix-caching", action="store_true",
+                   help="never share KV blocks across requests (default: the build config's "
+                        "kv_cache.prefix_caching)")
     return p.parse_args(argv)
 
 
@@ -110,6 +113,7 @@ class Rank:
             for plane in (self.control, self.data):
                 plane.on_stall = self._report_stall
         self.micro_batches = args.micro_batches or self.build.runtime.micro_batches
+        self.prefix_caching = self.build.kv_cache.prefix_caching and not args.no_prefix_caching
 
     def _data_plane(self):
         """The data plane `--transport` names (collective: every rank takes part)."""
@@ -160,9 +164,22 @@ class Rank:
         frontend = Frontend(self.args.serve)
         (self.args.run_dir / "ready").touch()
         try:
-            Coordinator(self.layout, self.control, self.args.timeout, frontend).run()
+            Coordinator(self.layout, self.control, self.args.timeout, frontend,
+                        self._routing()).run()
         finally:
             frontend.close()
+
+    def _routing(self):
+        """Prefix-aware dispatch when the ranks cache prefixes: the rank with the longest cached
+        prefix is preferred while it has at most a quarter of a batch (at least 1) more requests
+        in flight than the least-loaded rank."""
+        from step3_trt.runtime.afd.prefix_index import PrefixRouting
+        from step3_trt.runtime.local import prefix_hasher
+
+        hasher = prefix_hasher(self.build, self.prefix_caching)
+        if hasher is None:
+            return None
+        return PrefixRouting(hasher, slack=max(1, self.build.runtime.max_batch // 4))
 
     def _attend(self) -> None:
         from step3_trt.runtime.afd.attention_worker import AttentionWorker
@@ -178,7 +195,7 @@ class Rank:
         cfg = executor.config
         eos = eos_token_ids(engines, cfg)
         scheduler = make_scheduler(cfg, self.build, executor.k_cache.shape[1], eos,
-                                   load_tokenizer(engines))
+                                   load_tokenizer(engines), self.prefix_caching)
         ffn = RemoteFfn.for_engine(self.data, self.layout, self.me, engine.meta, engine.device,
                                    self.tracer)
         core = EngineCore(executor, ffn, scheduler, eos, self.micro_batches, lockstep=True,

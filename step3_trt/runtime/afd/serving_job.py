@@ -52,13 +52,16 @@ def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
 class ServingJob:
     def __init__(self, engine_dir: Path, run_dir: Path, endpoint: str, *, timeout: float,
                  micro_batches: int | None = None, device: str | None = None,
-                 transport: str | None = None, trace: bool = False, hosts: Hosts = Hosts()):
+                 transport: str | None = None, trace: bool = False, hosts: Hosts = Hosts(),
+                 prefix_caching: bool = True):
+        """`prefix_caching` False: the ranks never share KV blocks (True: the build config's
+        `kv_cache.prefix_caching` decides)."""
         self.engine_dir, self.run_dir, self.endpoint = engine_dir.resolve(), run_dir, endpoint
         self.layout = job_layout(self.engine_dir)
         build = BuildConfig.from_file(self.engine_dir / "build_config.yaml")
         self.timeout, self.micro_batches, self.device = timeout, micro_batches, device
         self.transport = transport or build.runtime.transport
-        self.trace, self.hosts = trace, hosts
+        self.trace, self.hosts, self.prefix_caching = trace, hosts, prefix_caching
         self.proc: subprocess.Popen | None = None
         self.log = self.run_dir / "afd.log"  # every start appended, under a header line
         self.log_start = 0  # where the output of the last start begins
@@ -71,7 +74,8 @@ class ServingJob:
         cmd = mpiexec_command(self.engine_dir, self.layout, self.run_dir, serve=self.endpoint,
                               transport=self.transport, timeout=self.timeout,
                               micro_batches=self.micro_batches, device=self.device,
-                              trace=self.trace, hosts=self.hosts)
+                              trace=self.trace, hosts=self.hosts,
+                              prefix_caching=self.prefix_caching)
         self.starts += 1
         with open(self.log, "ab") as log:
             log.write(f"{START_MARK} {self.starts} at {time.strftime('%Y-%m-%d %H:%M:%S')} "
