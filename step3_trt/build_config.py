@@ -85,6 +85,15 @@ class Runtime:
     # channel of an mpiexec job is always MPI. (`inproc`, queues between threads, serves the
     # unit tests; the in-process runner calls its FFN engines directly.)
     transport: str = choice("mpi", "torch", default="mpi")
+    # Hidden states on the attention -> FFN link: `auto` = FP8 e4m3 with one float32 scale per
+    # 128 elements for FP8 engines, the activation dtype otherwise; `fp8` / `activations` force
+    # one. FFN -> attention partials are always in the activation dtype.
+    wire: str = choice("auto", "fp8", "activations", default="auto")
+
+    def wire_hidden(self, quantization: str, activations: str) -> str:
+        """The torch dtype name of hidden states on the attention -> FFN link."""
+        fp8 = self.wire == "fp8" or (self.wire == "auto" and quantization == "fp8")
+        return "float8_e4m3fn" if fp8 else activations
 
 
 @dataclass(frozen=True)

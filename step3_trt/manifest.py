@@ -9,7 +9,7 @@ from typing import Any
 from step3_trt.chat.template import TEMPLATE_FILE as CHAT_TEMPLATE_FILE
 from step3_trt.generation_config import GENERATION_CONFIG_FILE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FFN placement P2 (replicated shared expert and dense MLPs, `ffn_shared`)
 ROLE_CHECKPOINT = "step3-trt-role-checkpoints"
 ENGINES = "step3-trt-engines"
 # Files that travel with the tokenizer from a checkpoint into artifacts' `tokenizer/`.

@@ -65,14 +65,14 @@ def job(transport: str, attention: int, ffn: int, tokens: int, hidden: int, dtyp
 
 def local(tokens: int, hidden: int, dtype: str, steps: int, layers: int) -> dict:
     sys.path.insert(0, str(HERE))
-    from host_overhead_ranks import StubAttention, StubConfig, StubFfn
+    from host_overhead_ranks import StubAttention, StubConfig, StubFfn, placement_of
 
     from step3_trt.runtime.core import EngineCore
     from step3_trt.runtime.ffn import LocalFfn
 
     cfg, dt = StubConfig(layers, hidden), getattr(torch, dtype)
-    core = EngineCore(StubAttention(cfg, tokens, dt, 0), LocalFfn([StubFfn(cfg, dt, tokens)]),
-                      scheduler=None, eos_token_ids=())
+    ffn = LocalFfn([StubFfn(cfg, dt, tokens, placement_of(cfg, 1), 0)])
+    core = EngineCore(StubAttention(cfg, tokens, dt, 0), ffn, scheduler=None, eos_token_ids=())
     batch = [SimpleNamespace(num_tokens=tokens)]
     times = []
     for i in range(steps + 3):

@@ -3,7 +3,8 @@
 Attention ranks run the real engine core's layer loop (`EngineCore.forward`) and the real
 `RemoteFfn`; FFN ranks run the real `FfnWorker` schedule; the transports are the real ones. Only
 the engines are stubs that hand back preallocated tensors, so what is timed is the runtime's own
-work per (layer, micro-batch) call: bookkeeping, packing, the exchange, the partials' combine.
+work per (layer, micro-batch) call: bookkeeping, dispatch (placement P2 over the FFN ranks,
+hidden states in the activation dtype), the exchange, the partials' combine.
 Each rank prints one JSON line: seconds per step, and the part of it spent waiting on peers.
 """
 
@@ -18,13 +19,17 @@ from types import SimpleNamespace
 import torch
 from mpi4py import MPI
 
+from step3_trt.convert.placement import FfnPlacement
 from step3_trt.runtime.afd.ffn_worker import FfnWorker
 from step3_trt.runtime.core import EngineCore
+from step3_trt.runtime.executors import FfnRows
+from step3_trt.runtime.expert_dispatch import ExpertDispatch
 from step3_trt.runtime.ffn import RemoteFfn
 from step3_trt.runtime.ranks import COORDINATOR, JobLayout, Role
 from step3_trt.runtime.trace import Tracer
 from step3_trt.runtime.transport.mpi import MpiControl, MpiDataPlane
 from step3_trt.runtime.transport.torch_dist import TorchDataPlane
+from step3_trt.runtime.wire_format import WireFormat
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,31 @@ class StubAttention:
 
 
 class StubFfn:
-    def __init__(self, cfg: StubConfig, dtype: torch.dtype, max_tokens: int):
+    """The FFN executor interface (`partial` on the rows a rank was sent), answering with a
+    preallocated tensor; its `engine` carries what LocalFfn reads from an engine.json."""
+
+    def __init__(self, cfg: StubConfig, dtype: torch.dtype, max_tokens: int,
+                 placement: FfnPlacement, rank: int):
         self.config, self.dtype = cfg, dtype
         self.out = torch.zeros(max_tokens, cfg.hidden_size, dtype=dtype)
+        name = str(dtype).removeprefix("torch.")
+        self.engine = SimpleNamespace(
+            device=torch.device("cpu"), rank=rank, mapping={"placement": placement.to_dict()},
+            meta={"dtypes": {"activations": name}, "wire": {"hidden": name},
+                  "architecture": {"hidden_size": cfg.hidden_size, "moe_top_k": cfg.moe_top_k}})
 
-    def partial(self, layer, y, route):
-        return self.out[:y.shape[0]]
+    def partial(self, layer: int, work: FfnRows) -> torch.Tensor:
+        return self.out[:work.rows]
+
+
+def placement_of(cfg: StubConfig, ffn_ranks: int) -> FfnPlacement:
+    """Placement P2 over `ffn_ranks` EP groups (tp 1)."""
+    return FfnPlacement(cfg.moe_num_experts, ffn_ranks, 1)
+
+
+def wire_of(cfg: StubConfig, dtype: torch.dtype) -> WireFormat:
+    """Hidden states in the activation dtype (the wire of BF16 / float32 engines)."""
+    return WireFormat(cfg.hidden_size, cfg.moe_top_k, dtype, fp8=False)
 
 
 class TimedPlane:
@@ -111,13 +135,18 @@ def main() -> None:
     control = MpiControl(comm, layout, me, 60.0)
     if me.role is Role.ATTENTION:
         attention = StubAttention(cfg, args.tokens, dtype, seed=me.index)
-        core = EngineCore(attention, RemoteFfn(data, layout, args.hidden, dtype), scheduler=None,
+        wire = wire_of(cfg, dtype)
+        dispatch = ExpertDispatch(placement_of(cfg, args.ffn), wire, me.index, args.attention,
+                                  cpu)
+        core = EngineCore(attention, RemoteFfn(data, layout, dispatch, wire), scheduler=None,
                           eos_token_ids=(), micro_batches=args.micro_batches, lockstep=True)
         batches = [SimpleNamespace(num_tokens=args.tokens)] * args.micro_batches
         step = lambda: core.forward(batches)  # noqa: E731
     elif me.role is Role.FFN:
-        worker = FfnWorker(StubFfn(cfg, dtype, args.tokens * args.attention), control, data,
-                           layout, args.micro_batches, Tracer(0, "", enabled=False))
+        stub = StubFfn(cfg, dtype, args.tokens * args.attention, placement_of(cfg, args.ffn),
+                       me.index)
+        worker = FfnWorker(stub, control, data, layout, args.micro_batches,
+                           Tracer(0, "", enabled=False), wire_of(cfg, dtype))
         step = worker.step
     times, waits = [], []
     for i in range(args.warmup + args.steps):

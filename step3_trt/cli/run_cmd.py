@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from step3_trt.cli.generate_cmd import add_request_args, add_sampling_args, parse_ids, \
@@ -14,9 +15,10 @@ def add_parser(sub) -> None:
                        description="Launch the engines' attention ranks and FFN ranks (plus a "
                                    "coordinator) with mpiexec and send them the prompts, as a "
                                    "client of the job like the Triton backend is. Each layer, "
-                                   "attention ranks send normalized hidden states and routing to "
-                                   "the FFN ranks and sum their partial outputs, several "
-                                   "micro-batches in flight. Prints the same lines as `generate`.")
+                                   "attention ranks send each FFN rank the tokens routed to it "
+                                   "(hidden states, FP8 for FP8 engines, and routing) and sum "
+                                   "their partial outputs, several micro-batches in flight. "
+                                   "Prints the same lines as `generate`, then the link summary.")
     p.add_argument("--engines", type=Path, required=True, help="engine directory from `build`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
@@ -52,7 +54,9 @@ def add_parser(sub) -> None:
     p.add_argument("--run-dir", type=Path, default=None,
                    help="keep pid files, logs and per-rank traces here (default: a temp dir)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per request: prompt_ids, output_ids, text (or error)")
+                   help="one JSON object per request: prompt_ids, output_ids, text (or error); "
+                        "then a last line {\"summary\": {requests, errors, links}}: the bytes "
+                        "each link carried, per token and in total, and the FFN ranks per token")
     p.set_defaults(run=run)
 
 
@@ -115,8 +119,19 @@ def run(args) -> int:
         else:
             print(next(prompts, "") + result["text"], flush=True)
 
+    def summary(s: dict) -> None:
+        if args.json:
+            print(json.dumps({"summary": s}), flush=True)
+            return
+        links = s["links"]
+        print(f"[run] links per token: A->F {links['a2f_bytes_per_token']} B "
+              f"(hidden states {links['wire_hidden']}), F->A {links['f2a_bytes_per_token']} B; "
+              f"FFN ranks per token: MoE layers {links['moe_fanout']}, dense layers "
+              f"{links['dense_fanout']}", file=sys.stderr, flush=True)
+
     return run_job(args.engines, requests, transport=args.transport, timeout=args.timeout,
                    micro_batches=args.micro_batches, device=args.device, trace_file=args.trace,
                    run_dir=args.run_dir, tokenizer=tokenizer,
                    hosts=Hosts(args.hostfile, args.host, args.shared_network),
-                   on_result=show, prefix_caching=not args.no_prefix_caching)
+                   on_result=show, on_summary=summary,
+                   prefix_caching=not args.no_prefix_caching)

@@ -1,5 +1,6 @@
-"""Per-rank memory plan: weight bytes from the conversion plan, KV-cache capacity from the rest;
-plus the vision tower's weight bytes, which no rank holds until there is a vision role."""
+"""Per-rank memory plan: weight bytes from the conversion plan (an FFN rank's include its replicas
+of the shared expert and the dense MLPs, placement P2), KV-cache capacity from the rest; plus the
+vision tower's weight bytes, which no rank holds until there is a vision role."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import asdict, dataclass
 
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.config import Step3Config
-from step3_trt.convert.plan import plan_conversion
+from step3_trt.checkpoint.layout import text_specs
+from step3_trt.convert.plan import REPLICATED_COMPONENTS, plan_conversion
 from step3_trt.inspect import kv_bytes_per_token
 from step3_trt.vision.config import VisionConfig
 from step3_trt.vision.layout import vision_specs
@@ -21,6 +23,7 @@ ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1}
 class RankMemory:
     rank: str
     weight_bytes: int
+    replicated_bytes: int  # of weight_bytes: the rank's shared-expert and dense-MLP replicas
     reserve_bytes: int
     kv_bytes_per_token: int  # 0 for FFN ranks
     kv_capacity_tokens: int  # tokens the KV cache gets (0 for FFN ranks)
@@ -33,9 +36,12 @@ def memory_plan(cfg: Step3Config, build: BuildConfig) -> list[RankMemory]:
     budget = int(build.memory.per_rank_gb * GB)
     reserve = int(build.memory.reserve_gb * GB)
     max_seq = build.runtime.max_seq_len or cfg.max_position_embedding
+    component = {s.name: s.component for s in text_specs(cfg)}
     out = []
     for plan in plan_conversion(cfg, build):
         w = sum(p.numel for p in plan.pieces) * ELEMENT_BYTES[weights]
+        replicas = sum(p.numel for p in plan.pieces
+                       if component[p.source] in REPLICATED_COMPONENTS) * ELEMENT_BYTES[weights]
         free = budget - w - reserve
         if free < 0:
             raise BuildConfigError(
@@ -57,7 +63,7 @@ def memory_plan(cfg: Step3Config, build: BuildConfig) -> list[RankMemory]:
                 raise BuildConfigError(
                     f"{plan.name}: the KV cache holds {capacity} tokens, fewer than one sequence "
                     f"of `runtime.max_seq_len` = {max_seq}")
-        out.append(RankMemory(plan.name, w, reserve, per_token, capacity, budget))
+        out.append(RankMemory(plan.name, w, replicas, reserve, per_token, capacity, budget))
     return out
 
 
@@ -78,11 +84,14 @@ def format_memory_plan(plan: list[RankMemory], build: BuildConfig,
                        vision: VisionMemory | None = None) -> str:
     lines = [f"Memory plan for build config `{build.name}` "
              f"({build.memory.per_rank_gb} GiB per rank):",
-             f"  {'rank':<18}{'weights':>12}{'reserve':>10}{'KV cache':>12}{'KV tokens':>12}"]
+             f"  {'rank':<18}{'weights':>12}{'replicas':>11}{'reserve':>10}{'KV cache':>12}"
+             f"{'KV tokens':>12}"]
     for r in plan:
         kv = r.kv_capacity_tokens * r.kv_bytes_per_token
-        lines.append(f"  {r.rank:<18}{r.weight_bytes / GB:>10.2f}Gi{r.reserve_bytes / GB:>8.2f}Gi"
+        lines.append(f"  {r.rank:<18}{r.weight_bytes / GB:>10.2f}Gi"
+                     f"{r.replicated_bytes / GB:>9.2f}Gi{r.reserve_bytes / GB:>8.2f}Gi"
                      f"{kv / GB:>10.2f}Gi{r.kv_capacity_tokens:>12,}")
+    lines.append("  (replicas: each FFN rank's copy of the shared experts and dense MLPs, P2)")
     if vision is not None:
         size = f"{vision.weight_bytes / GB:.2f} GiB" if vision.weight_bytes >= GB // 10 else \
             f"{vision.weight_bytes / 2**20:.2f} MiB"

@@ -1,12 +1,12 @@
 """Which slice of which checkpoint tensor each AFD rank gets.
 
 Attention ranks (data-parallel replicas) hold the embedding, every layer's norms, attention
-weights and router, the final norm and lm_head. FFN ranks hold the FFN side: rank j =
-(ep_rank, tp_rank) = divmod(j, tp) owns routed experts [ep_rank * E/ep, (ep_rank+1) * E/ep),
-each sliced along its intermediate dimension by tp_rank; the shared expert and the dense MLPs are
-sliced along their intermediate dimension across all FFN ranks. Every FFN rank's partial output
-therefore sums, over ranks, to the exact FFN output (SwiGLU is elementwise in the intermediate
-dimension, and the down projection is a sum over it).
+weights and router, the final norm and lm_head. FFN ranks hold the FFN side as placement P2
+says (convert/placement.py): rank j = (ep_rank, tp_rank) = divmod(j, tp) owns the routed experts
+of its EP group, each sliced along its intermediate dimension by tp_rank, and a replica of the
+shared expert and the dense MLPs, sliced the same way by tp_rank. The partials of one EP group's
+ranks therefore sum to the exact output of what the group computes (SwiGLU is elementwise in the
+intermediate dimension, and the down projection is a sum over it).
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from dataclasses import dataclass, field
 from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.layout import TensorSpec, text_specs
 from step3_trt.config import Step3Config
+from step3_trt.convert.placement import FfnPlacement, split
 from step3_trt.quant.scheme import BLOCK, Fp8Scheme
 
 ATTENTION_COMPONENTS = {"embedding", "attention", "norm", "router", "lm_head"}
 FFN_COMPONENTS = {"dense_mlp", "experts", "shared_expert"}
-
-
-def split(n: int, parts: int, index: int) -> tuple[int, int]:
-    """Bounds of part `index` when n items are cut into `parts` near-equal contiguous parts."""
-    return n * index // parts, n * (index + 1) // parts
+REPLICATED_COMPONENTS = {"dense_mlp", "shared_expert"}  # whole in every EP group (P2)
 
 
 @dataclass(frozen=True)
@@ -60,29 +57,39 @@ def full(spec: TensorSpec) -> tuple[tuple[int, int], ...]:
     return tuple((0, n) for n in spec.shape)
 
 
-def ffn_mapping(cfg: Step3Config, build: BuildConfig, rank: int) -> dict:
-    ep, tp = build.mapping.ffn.ep, build.mapping.ffn.tp
+def ffn_placement(cfg: Step3Config, build: BuildConfig) -> FfnPlacement:
+    """The job's FFN placement; BuildConfigError naming the key if the model cannot take it."""
+    check_mapping(cfg, build)
+    return FfnPlacement(cfg.moe_num_experts if cfg.moe_layers else 0, build.mapping.ffn.ep,
+                        build.mapping.ffn.tp)
+
+
+def ffn_mapping(cfg: Step3Config, placement: FfnPlacement, rank: int) -> dict:
+    tp = placement.tp
     ep_rank, tp_rank = divmod(rank, tp)
-    per_ep = cfg.moe_num_experts // ep
-    return {"ffn_ranks": ep * tp, "ep": ep, "tp": tp, "ep_rank": ep_rank, "tp_rank": tp_rank,
-            "expert_offset": ep_rank * per_ep, "num_local_experts": per_ep,
+    first, last = placement.experts_of(ep_rank)
+    return {"ffn_ranks": placement.ranks, "ep": placement.ep, "tp": tp, "ep_rank": ep_rank,
+            "tp_rank": tp_rank, "expert_offset": first, "num_local_experts": last - first,
             "expert_intermediate": split(cfg.moe_intermediate_size, tp, tp_rank),
-            "shared_expert": split(cfg.share_expert_dim, ep * tp, rank),
-            "dense_mlp": split(cfg.intermediate_size, ep * tp, rank)}
+            "shared_expert": split(cfg.share_expert_dim, tp, tp_rank),
+            "dense_mlp": split(cfg.intermediate_size, tp, tp_rank),
+            "placement": placement.to_dict()}
 
 
 def check_mapping(cfg: Step3Config, build: BuildConfig) -> None:
+    """EP may split the experts unevenly (near-equal contiguous blocks) but every EP group needs
+    one expert at least (a model without MoE layers has none: its EP groups are replicas of the
+    dense MLPs); TP slices every FFN weight, so it may not exceed a width."""
     ep, tp = build.mapping.ffn.ep, build.mapping.ffn.tp
-    if cfg.moe_layers and cfg.moe_num_experts % ep:
-        raise BuildConfigError(f"`mapping.ffn.ep` = {ep} does not divide the model's "
-                               f"{cfg.moe_num_experts} experts")
-    if cfg.moe_layers and tp > cfg.moe_intermediate_size:
-        raise BuildConfigError(f"`mapping.ffn.tp` = {tp} exceeds the expert width "
-                               f"{cfg.moe_intermediate_size}")
+    if cfg.moe_layers and ep > cfg.moe_num_experts:
+        raise BuildConfigError(f"`mapping.ffn.ep` = {ep} exceeds the model's "
+                               f"{cfg.moe_num_experts} experts (each EP group needs one)")
     widths = {"share_expert_dim": cfg.share_expert_dim, "intermediate_size": cfg.intermediate_size}
+    if cfg.moe_layers:
+        widths["moe_intermediate_size"] = cfg.moe_intermediate_size
     for name, width in widths.items():
-        if ep * tp > width:
-            raise BuildConfigError(f"{ep * tp} FFN ranks cannot split `{name}` = {width}")
+        if tp > width:
+            raise BuildConfigError(f"`mapping.ffn.tp` = {tp} exceeds `{name}` = {width}")
 
 
 def ffn_piece(spec: TensorSpec, m: dict) -> Piece:
@@ -134,18 +141,19 @@ def plan_conversion(cfg: Step3Config, build: BuildConfig,
                     scheme: Fp8Scheme | None = None) -> list[RankPlan]:
     """Which block of which tensor goes to which rank. With an FP8 `scheme`, scale tensors
     follow their weights (attention: whole; FFN: the rows/experts/blocks of the rank's slice)."""
-    check_mapping(cfg, build)
+    placement = ffn_placement(cfg, build)
     specs = text_specs(cfg) if scheme is None else scheme.checkpoint_specs(text_specs(cfg))
     by_name = {s.name: s for s in specs}
     n_att = build.mapping.attention.ranks
     plans = []
     for r in range(n_att):
-        plan = RankPlan("attention", r, {"attention_ranks": n_att, "dp_rank": r})
+        plan = RankPlan("attention", r, {"attention_ranks": n_att, "dp_rank": r,
+                                         "placement": placement.to_dict()})
         plan.pieces = [Piece(s.name, s.name, full(s)) for s in specs
                        if s.component in ATTENTION_COMPONENTS]
         plans.append(plan)
-    for r in range(build.mapping.ffn.ranks):
-        m = ffn_mapping(cfg, build, r)
+    for r in range(placement.ranks):
+        m = ffn_mapping(cfg, placement, r)
         plan = RankPlan("ffn", r, m)
         plan.pieces = [ffn_scale_piece(s, by_name, m, scheme) if s.dtype == "float32" else
                        ffn_piece(s, m) for s in specs if s.component in FFN_COMPONENTS]

@@ -20,6 +20,7 @@ from step3_trt.build_config import BuildConfig, BuildConfigError
 from step3_trt.checkpoint.reader import TensorStore
 from step3_trt.checkpoint.writer import atomic_directory, link_or_copy, write_tensors
 from step3_trt.config import Step3Config
+from step3_trt.convert.memory_plan import memory_plan
 from step3_trt.engine.export import compile_graph, default_cache_dir
 from step3_trt.engine.signatures import (ROPE_COS, ROPE_SIN, SIGNATURES, fp8_layout, weight_names,
                                          with_fp8)
@@ -39,7 +40,8 @@ def graphs_for(role: str, cfg: Step3Config, device: str) -> list[str]:
     if role == "attention":
         names = ["embed", "attn_prefill"] + (["attn_decode"] if device == "cuda" else [])
         return names + (["router"] if cfg.moe_layers else []) + ["head"]
-    return (["ffn_moe"] if cfg.moe_layers else []) + (["ffn_dense"] if cfg.dense_layers else [])
+    return (["ffn_moe", "ffn_shared"] if cfg.moe_layers else []) + \
+        (["ffn_dense"] if cfg.dense_layers else [])
 
 
 def example_layer(sig_name: str, cfg: Step3Config) -> int | None:
@@ -69,6 +71,14 @@ def read_converted(role_dir: Path, build: BuildConfig) -> dict:
             f"({manifest['build_config']['digest']}), not `{build.name}` ({build.digest()}); "
             f"run `step3-trt convert` with this config first")
     return manifest
+
+
+def check_memory_plan(role_dir: Path, build: BuildConfig) -> None:
+    """BuildConfigError naming the rank when `build`'s per-rank memory plan does not fit the
+    model of these role checkpoints (which must have been converted with `build`)."""
+    manifest = read_converted(role_dir, build)
+    arch = read_role_config(role_dir / manifest["ranks"][0])["architecture"]
+    memory_plan(Step3Config.from_dict(arch), build)
 
 
 def built_from(out: Path, digest: str) -> bool:
@@ -118,13 +128,16 @@ def engine_record(role_cfg: dict, build: BuildConfig, act_name: str, kv_name: st
         "graphs": graphs, "weight_dirs": weight_dirs,
         "build_config": {"name": build.name, "digest": build.digest()},
         "kv_cache": {"block_size": build.kv_cache.block_size},
+        "wire": {"hidden": build.runtime.wire_hidden(build.quantization, act_name)},
         "backend": build.backend, "device": build.device, "torch": torch.__version__}
 
 
 def build_engines(role_dir: str | Path, build: BuildConfig, out: str | Path, *,
                   cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, bool]:
     """Build every rank's engine. Returns (out, reused): reused is True when `out` already holds
-    engines built from the same inputs, which are then left as they are."""
+    engines built from the same inputs, which are then left as they are. A mapping whose memory
+    plan does not fit (`memory.per_rank_gb`) is refused before anything is built."""
+    check_memory_plan(Path(role_dir), build)
     if build.backend == "onnx":  # ONNX graphs with step3-domain plugin nodes (docs/onnx.md)
         from step3_trt.onnx.build import build_onnx_engines
         return build_onnx_engines(role_dir, build, out, cache_dir=cache_dir, progress=progress)

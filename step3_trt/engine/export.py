@@ -37,7 +37,8 @@ def graph_module(sig: GraphSignature, arch: dict, fp8: Fp8Layout | None = None) 
         "router": lambda: graphs.Router(arch["moe_top_k"], arch.get("norm_expert_weight", False)),
         "head": lambda: graphs.Head(eps),
         "ffn_moe": lambda: graphs.MoeFfn(fp8),
-        "ffn_dense": lambda: graphs.DenseFfn(fp8),
+        "ffn_shared": lambda: graphs.SwiGluMlp(fp8),
+        "ffn_dense": lambda: graphs.SwiGluMlp(fp8),
     }[sig.name]()
 
 

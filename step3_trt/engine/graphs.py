@@ -119,25 +119,26 @@ class Router(nn.Module):
 
 
 class MoeFfn(nn.Module):
-    """This FFN rank's partial of a MoE layer: its routed experts plus its shared-expert slice.
-    Expert ids are global; `expert_offset` ([] int) maps them to this rank's local experts."""
+    """This FFN rank's routed experts on the rows it received (placement P2: the shared expert
+    is `SwiGluMlp` on the rows assigned to this rank). Expert ids are global; `expert_offset`
+    ([] int) maps them to this rank's local experts, and ids outside [0, E) (other ranks' experts,
+    or -1) cost nothing."""
 
     def __init__(self, fp8: Fp8Layout | None = None):
         super().__init__()
         self.fp8 = fp8
 
-    def forward(self, y, topk_weights, topk_ids, expert_offset,
-                w_gate, w_up, w_down, w_shared_gate, w_shared_up, w_shared_down, *scales):
+    def forward(self, y, topk_weights, topk_ids, expert_offset, w_gate, w_up, w_down, *scales):
         local = topk_ids - expert_offset  # ids outside [0, E) belong to other ranks
         s = fp8_scales(self.fp8, scales)
-        routed = torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down,
-                                             s["gate_proj"][0], s["up_proj"][0], s["down_proj"][0])
-        shared = (s["shared_gate"], s["shared_up"], s["shared_down"])
-        return routed + swiglu(y, w_shared_gate, w_shared_up, w_shared_down, shared)  # [T, H]
+        return torch.ops.step3.moe_experts(y, local, topk_weights, w_gate, w_up, w_down,
+                                           s["gate_proj"][0], s["up_proj"][0],
+                                           s["down_proj"][0])  # [T, H]
 
 
-class DenseFfn(nn.Module):
-    """This FFN rank's partial of a dense layer: its slice of the SwiGLU MLP."""
+class SwiGluMlp(nn.Module):
+    """A replicated SwiGLU MLP (placement P2) on the rows given to this rank: a dense layer's MLP
+    (`ffn_dense`) or a MoE layer's shared expert (`ffn_shared`), whole or this rank's TP slice."""
 
     def __init__(self, fp8: Fp8Layout | None = None):
         super().__init__()
@@ -145,7 +146,7 @@ class DenseFfn(nn.Module):
 
     def forward(self, y, w_gate, w_up, w_down, *scales):
         s = fp8_scales(self.fp8, scales)
-        return swiglu(y, w_gate, w_up, w_down, (s["gate"], s["up"], s["down"]))
+        return swiglu(y, w_gate, w_up, w_down, (s["gate"], s["up"], s["down"]))  # [T, H]
 
 
 class Head(nn.Module):

@@ -1,8 +1,9 @@
 """The per-layer work of each AFD role, on top of a loaded RankEngine.
 
 An attention executor owns the paged KV cache and runs embedding, attention, the router and the
-head; an FFN executor turns (y, routing) into its rank's partial FFN output. The engine core
-composes them in-process or across ranks; only the exchange between them differs.
+head; an FFN executor turns the rows it is sent (`FfnRows`: y, routing, its shared-expert rows)
+into its rank's partial FFN output, and `combine` adds the partials to the residual stream. The
+engine core composes them in-process or across ranks; only the exchange between them differs.
 
 Eager vs CUDA graph is decided once per step, when `AttentionExecutor.batch` builds the step's
 batch: a decode batch up to the largest bucket of a `GraphCache` (CUDA engines,
@@ -14,6 +15,7 @@ the mark. The FFN side decides per call by the number of rows (`FfnExecutor.part
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -106,14 +108,54 @@ class AttentionExecutor:
         return self.engine("head", x)
 
 
-def combine(h: torch.Tensor, partials: list[torch.Tensor]) -> torch.Tensor:
-    """h + the sum of the FFN ranks' partials (summed in float32, in the given order)."""
-    if len(partials) == 1:
-        return h + partials[0]
-    return h + torch.stack(partials).float().sum(0).to(h.dtype)
+Partials = list[tuple[torch.Tensor, torch.Tensor]]  # (rows int64 [n], partial [n, hidden]) per FFN rank
+
+
+def combine(h: torch.Tensor, partials: Partials) -> torch.Tensor:
+    """h + the FFN output: each token's partials summed in float32 in FFN-rank order (a token
+    has one from every FFN rank it was sent to), so the sum is the same bits run to run."""
+    out = torch.zeros(h.shape, dtype=torch.float32, device=h.device)
+    for rows, partial in partials:
+        out.index_add_(0, rows, partial.float())  # rows are distinct within one rank's partial
+    return h + out.to(h.dtype)
+
+
+@dataclass(frozen=True)
+class FfnRows:
+    """The rows one FFN call computes on (runtime/wire_format.py decodes them from messages).
+
+    y [n, hidden] (activation dtype); MoE layers: route = (weights [n, K], global expert ids
+    [n, K] int32; slots of experts other ranks own are weight 0, id -1) and `shared` int64 [n_s],
+    the rows whose shared-expert work this rank does (placement P2); dense layers: route and
+    shared None, every row is this rank's dense work."""
+    y: torch.Tensor
+    route: Route | None = None
+    shared: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.y.shape[0]
+
+    @staticmethod
+    def cat(parts: list["FfnRows"]) -> "FfnRows":
+        """The rows of several messages in order (one FFN call over every attention rank's)."""
+        if len(parts) == 1:
+            return parts[0]
+        y = torch.cat([p.y for p in parts])
+        if parts[0].route is None:
+            return FfnRows(y)
+        route = (torch.cat([p.route[0] for p in parts]), torch.cat([p.route[1] for p in parts]))
+        shared, n = [], 0
+        for p in parts:
+            shared.append(p.shared + n)
+            n += p.rows
+        return FfnRows(y, route, torch.cat(shared))
 
 
 class FfnExecutor:
+    """One FFN rank's engine: its routed experts and its replicas of the shared expert and the
+    dense MLPs (placement P2, convert/placement.py)."""
+
     def __init__(self, engine: RankEngine, graphs: GraphCache | None = None):
         self.engine = engine
         self.graphs = graphs
@@ -124,21 +166,30 @@ class FfnExecutor:
         # the expert id of graph padding rows: no rank owns -1, so they cost no expert work
         self.no_expert = torch.tensor(-1, dtype=torch.int32, device=engine.device)
 
-    def partial(self, layer: int, y: torch.Tensor, route: Route | None) -> torch.Tensor:
-        """This rank's share of the FFN output [T, hidden]. From a CUDA graph (a call up to the
-        largest bucket) it is the bucket's static output: valid until the next call of it."""
-        if self.graphs is not None and self.graphs.bucket(y.shape[0]) is not None:
-            if route is None:
-                return self.graphs.run("dense", (layer,), self._dense(layer), (y,), (None,))[0]
-            fills = (None, None, self.no_expert)
-            return self.graphs.run("moe", (layer,), self._moe(layer), (y, *route), fills)[0]
-        if route is None:
-            return self.engine("ffn_dense", y, layer=layer)
-        weights, ids = route
-        return self.engine("ffn_moe", y, weights, ids, self.expert_offset, layer=layer)
+    def partial(self, layer: int, work: FfnRows) -> torch.Tensor:
+        """This rank's share of the FFN output of `work`'s rows [n, hidden]: routed experts on
+        every row plus the shared expert on `work.shared` (MoE layers), or the dense MLP.
+        From a CUDA graph (a call up to the largest bucket) it is the bucket's static output:
+        valid until the next call of it."""
+        if work.rows == 0:
+            return torch.empty_like(work.y)
+        if work.route is None:
+            return self._run("dense", layer, self._graph("ffn_dense", layer), (work.y,), (None,))
+        out = self._run("moe", layer, self._moe(layer), (work.y, *work.route),
+                        (None, None, self.no_expert))
+        if work.shared.numel():
+            shared = self._run("shared", layer, self._graph("ffn_shared", layer),
+                               (work.y[work.shared],), (None,))
+            out[work.shared] += shared  # routed + shared, row by row
+        return out
 
-    def _dense(self, layer: int):
-        return lambda y: (self.engine("ffn_dense", y, layer=layer),)
+    def _run(self, name: str, layer: int, fn, rows: tuple, fills: tuple) -> torch.Tensor:
+        if self.graphs is not None and self.graphs.bucket(rows[0].shape[0]) is not None:
+            return self.graphs.run(name, (layer,), fn, rows, fills)[0]
+        return fn(*rows)[0]
+
+    def _graph(self, graph: str, layer: int):
+        return lambda y: (self.engine(graph, y, layer=layer),)
 
     def _moe(self, layer: int):
         return lambda y, w, ids: (self.engine("ffn_moe", y, w, ids, self.expert_offset,

@@ -30,3 +30,9 @@ class Tracer:
         finally:
             self.events.append({"name": name, "ph": "X", "pid": self.pid, "tid": lane,
                                 "ts": start, "dur": self.now_us() - start, "args": args})
+
+    def counter(self, name: str, **values: float) -> None:
+        """A counter sample (drawn as a graph per rank): the values at this moment."""
+        if self.enabled:
+            self.events.append({"name": name, "ph": "C", "pid": self.pid, "ts": self.now_us(),
+                                "args": values})

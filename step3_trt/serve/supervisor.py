@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from step3_trt.runtime.afd.launch import Hosts
-from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint, stop_group
+from step3_trt.runtime.afd.process_group import stop_group
+from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint
 from step3_trt.serve import control
 from step3_trt.serve.lockdown import AdminKey
 from step3_trt.serve.openai.process import OpenAIProcess, OpenAISettings

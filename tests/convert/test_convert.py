@@ -25,15 +25,19 @@ def swiglu(x, g, u, d):
     return F.linear(F.silu(F.linear(x, g)) * F.linear(x, u), d)
 
 
-def rank_partial(store: TensorStore, mapping: dict, layer: int, y, weights, ids, is_moe):
-    """A rank's partial FFN output, written out directly from its tensors."""
+def replica_partial(store: TensorStore, layer: int, y, is_moe):
+    """A rank's slice of its replicated MLP (the shared expert, or the dense MLP), from its
+    tensors."""
+    p = f"model.layers.{layer}." + ("share_expert" if is_moe else "mlp")
+    return swiglu(y, *(store.get(f"{p}.{n}.weight") for n in ("gate_proj", "up_proj",
+                                                               "down_proj")))
+
+
+def routed_partial(store: TensorStore, mapping: dict, layer: int, y, weights, ids):
+    """A rank's routed-expert partial, written out directly from its tensors."""
     p = f"model.layers.{layer}."
-    if not is_moe:
-        return swiglu(y, *(store.get(p + f"mlp.{n}.weight") for n in ("gate_proj", "up_proj",
-                                                                        "down_proj")))
-    out = swiglu(y, *(store.get(p + f"share_expert.{n}.weight")
-                      for n in ("gate_proj", "up_proj", "down_proj")))
     g, u, d = (store.get(p + f"moe.{n}.weight") for n in ("gate_proj", "up_proj", "down_proj"))
+    out = torch.zeros_like(y)
     for local in range(mapping["num_local_experts"]):
         e = mapping["expert_offset"] + local
         w = (weights * (ids == e)).sum(-1, keepdim=True)  # 0 for tokens not routed to e
@@ -41,30 +45,41 @@ def rank_partial(store: TensorStore, mapping: dict, layer: int, y, weights, ids,
     return out
 
 
-@pytest.mark.parametrize("ep, tp, attention", [(1, 1, 1), (2, 1, 2), (3, 2, 1), (6, 1, 1)])
+@pytest.mark.parametrize("ep, tp, attention", [(1, 1, 1), (2, 1, 2), (3, 2, 1), (6, 1, 1),
+                                               (4, 1, 1), (4, 2, 2)])
 def test_rank_partials_sum_to_the_reference_ffn(tiny_checkpoint, tmp_path, ep, tp, attention):
+    """Placement P2: the routed partials of all FFN ranks sum to the routed experts' output
+    (the experts split into near-equal blocks, 6 experts over 4 EP groups too); each EP group's
+    TP ranks hold a whole replica of the shared expert and the dense MLPs."""
     out = convert(tiny_checkpoint, build_config(ep, tp, attention), tmp_path / "roles",
                   progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     ffn_ranks = [r for r in manifest["ranks"] if r.startswith("ffn/")]
     assert len(ffn_ranks) == ep * tp
     assert len(manifest["ranks"]) == ep * tp + attention
+    mappings = {r: json.loads((out / r / "config.json").read_text())["mapping"] for r in ffn_ranks}
     model = load_reference_model(CheckpointReader(tiny_checkpoint))
     cfg = model.config
+    owned = sorted(e for m in mappings.values() if m["tp_rank"] == 0
+                   for e in range(m["expert_offset"], m["expert_offset"] + m["num_local_experts"]))
+    assert owned == list(range(cfg.moe_num_experts))  # every expert in exactly one EP group
+    sizes = {m["num_local_experts"] for m in mappings.values()}
+    assert max(sizes) - min(sizes) <= 1
     y = torch.randn(7, cfg.hidden_size)
     for layer, block in enumerate(model.model.layers):
         with torch.no_grad():
             if block.is_moe:
                 weights, ids = block.moe.route(y)
-                want = block.moe(y) + block.share_expert(y)
-            else:
-                weights = ids = None
-                want = block.mlp(y)
-            got = sum(rank_partial(TensorStore(out / r),
-                                   json.loads((out / r / "config.json").read_text())["mapping"],
-                                   layer, y, weights, ids, block.is_moe) for r in ffn_ranks)
-        # float32; only the summation order differs from the reference
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+                got = sum(routed_partial(TensorStore(out / r), mappings[r], layer, y, weights,
+                                         ids) for r in ffn_ranks)
+                # float32; only the summation order differs from the reference
+                torch.testing.assert_close(got, block.moe(y), rtol=1e-5, atol=1e-5)
+            replica = block.share_expert if block.is_moe else block.mlp
+            for group in range(ep):
+                ranks = [r for r in ffn_ranks if mappings[r]["ep_rank"] == group]
+                got = sum(replica_partial(TensorStore(out / r), layer, y, block.is_moe)
+                          for r in ranks)
+                torch.testing.assert_close(got, replica(y), rtol=1e-5, atol=1e-5)
     reader = CheckpointReader(tiny_checkpoint)
     for a in range(attention):  # replicas carry the attention-side tensors unchanged
         store = TensorStore(out / f"attention/rank{a}")
@@ -72,13 +87,17 @@ def test_rank_partials_sum_to_the_reference_ffn(tiny_checkpoint, tmp_path, ep, t
         assert not any(".mlp." in n or "experts" in n or "share_expert" in n for n in store.entries)
         for name in store.entries:
             assert torch.equal(store.get(name), reader.get(name))
+        assert json.loads((out / f"attention/rank{a}/config.json").read_text())["mapping"][
+            "placement"] == {"experts": 6, "ep": ep, "tp": tp, "name": "balanced"}
 
 
 def test_bad_mappings_are_named(tiny_checkpoint, tmp_path):
-    with pytest.raises(BuildConfigError, match="`mapping.ffn.ep` = 4 does not divide the model's 6"):
-        convert(tiny_checkpoint, build_config(ep=4), tmp_path / "x", progress=False)
-    with pytest.raises(BuildConfigError, match="`mapping.ffn.tp` = 49 exceeds the expert width 48"):
-        convert(tiny_checkpoint, build_config(tp=49), tmp_path / "x", progress=False)
+    with pytest.raises(BuildConfigError, match="`mapping.ffn.ep` = 7 exceeds the model's 6 "
+                                               "experts"):
+        convert(tiny_checkpoint, build_config(ep=7), tmp_path / "x", progress=False)
+    with pytest.raises(BuildConfigError, match="`mapping.ffn.tp` = 37 exceeds "
+                                               "`share_expert_dim` = 36"):
+        convert(tiny_checkpoint, build_config(tp=37), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
 
 

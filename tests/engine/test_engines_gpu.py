@@ -110,6 +110,7 @@ def test_cuda_graphs_bf16_logits_match_eager(cuda_engines):
         outs.append(torch.cat(steps))
     layers = graphed.config.num_hidden_layers
     assert graphed.attention.graphs.captured() == (layers + 2) * 5  # + embed and head
-    assert all(f.graphs.captured() == layers * 5 for f in graphed.ffn)
+    # FFN calls carry only the rows routed to their rank (dispatch), so their buckets vary
+    assert all(f.graphs.captured() > 0 for f in graphed.ffn)
     err = ((outs[1] - outs[0]).norm() / outs[0].norm()).item()
     assert err < 1e-2, err

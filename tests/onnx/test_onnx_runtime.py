@@ -64,6 +64,7 @@ def graph_cases(engine: RankEngine, g: torch.Generator):
         "ffn_moe": ([torch.randn(T, H, generator=g), torch.rand(T, K, generator=g),
                      torch.randint(0, cfg.moe_num_experts, (T, K), generator=g,
                                    dtype=torch.int32), offset], moe),
+        "ffn_shared": ([torch.randn(T, H, generator=g)], moe),
         "ffn_dense": ([torch.randn(T, H, generator=g)], dense),
     }
     return [(name, *cases[name]) for name in engine.meta["graphs"]]

@@ -60,6 +60,13 @@ def run_cli(*args, timeout=240):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+def request_lines(stdout: str) -> list[dict]:
+    """`run --json`'s request lines (request order), less the summary line that ends them."""
+    lines = [json.loads(x) for x in stdout.splitlines()]
+    assert set(lines[-1]) == {"summary"}, lines[-1]
+    return lines[:-1]
+
+
 def expected(engine_dir, prompts, max_tokens):
     return LocalRunner(engine_dir).generate(prompts, SamplingParams(max_new_tokens=max_tokens,
                                                                     greedy=True))
@@ -75,7 +82,7 @@ def test_afd_job_gives_the_in_process_tokens(engines, mapping, transport, tmp_pa
     proc = run_cli("--engines", engines[mapping], "--prompts-file", tmp_path / "p.jsonl",
                    "--run-dir", tmp_path / "run", "--transport", transport)
     assert proc.returncode == 0, proc.stderr
-    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    lines = request_lines(proc.stdout)
     assert [x["prompt_ids"] for x in lines] == prompts
     assert [x["output_ids"] for x in lines] == expected(engines[mapping], prompts, 12)
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())["requests"]
@@ -90,7 +97,7 @@ def test_tiny_kv_cache_preempts_and_still_gives_identical_tokens(engines, transp
     proc = run_cli("--engines", engines["small-kv"], "--prompts-file", tmp_path / "p.jsonl",
                    "--run-dir", tmp_path / "run", "--transport", transport)
     assert proc.returncode == 0, proc.stderr
-    outputs = [json.loads(x)["output_ids"] for x in proc.stdout.splitlines()]
+    outputs = [x["output_ids"] for x in request_lines(proc.stdout)]
     assert outputs == expected(engines["2a2f"], prompts, 30)
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())["requests"]
     assert sum(s["preemptions"] for s in stats.values()) > 0
@@ -147,7 +154,7 @@ def test_a_dead_or_hung_ffn_rank_fails_the_job_fast(engines, tmp_path, sig, expe
     assert proc.returncode != 0
     assert expect in err
     lines = [json.loads(x) for x in out.splitlines()]
-    assert len(lines) == 16
+    assert len(lines) == 16  # no summary after a failed job
     unfinished = [x for x in lines if "error" in x]
     assert unfinished and all("request not completed" in x["error"] for x in unfinished)
     assert all(len(x.get("output_ids", [])) == 400 for x in lines if "error" not in x)
@@ -162,5 +169,5 @@ def test_bundled_model_two_requests_on_2a2f(bundled_2a2f):
                                                for p in prompts), []),
                    "--greedy", "--max-new-tokens", "24", "--timeout", "20")
     assert proc.returncode == 0, proc.stderr
-    outputs = [json.loads(x)["output_ids"] for x in proc.stdout.splitlines()]
+    outputs = [x["output_ids"] for x in request_lines(proc.stdout)]
     assert outputs == expected(engines, prompts, 24)

@@ -2,8 +2,6 @@
 sharing one GPU, bf16, decode steps replayed from per-layer CUDA graphs with 3 micro-batches in
 flight (micro-batches of one bucket share the graphs' static buffers)."""
 
-import json
-
 import pytest
 
 from step3_trt.presets import DEFAULT_CHECKPOINT
@@ -11,7 +9,7 @@ from step3_trt.runtime.local import LocalRunner
 from step3_trt.sampling import SamplingParams
 from tests.conftest import make_engines
 from tests.engine.test_engines_gpu import cuda_config
-from tests.runtime.test_afd import prompts_file, run_cli
+from tests.runtime.test_afd import prompts_file, request_lines, run_cli
 
 pytestmark = pytest.mark.gpu
 
@@ -33,7 +31,7 @@ def test_afd_job_on_cuda_with_graphs_follows_the_eager_runner(tmp_path, graph_ca
     proc = run_cli("--engines", engines, "--prompts-file", tmp_path / "p.jsonl",
                    "--run-dir", tmp_path / "run", "--timeout", "120", timeout=600)
     assert proc.returncode == 0, proc.stderr
-    got = [json.loads(x)["output_ids"] for x in proc.stdout.splitlines()]
+    got = [x["output_ids"] for x in request_lines(proc.stdout)]
     want = LocalRunner(engines, cuda_graphs=False).generate(
         prompts, SamplingParams(max_new_tokens=20, greedy=True))
     same = sum(g == w for g, w in zip(got, want))

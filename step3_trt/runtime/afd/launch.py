@@ -150,19 +150,38 @@ class _Collector:
         return False
 
 
+def link_summary(engine_dir: Path, run_dir: Path, layout: JobLayout) -> dict | None:
+    """What every attention rank put on the links (the `links<MPI rank>.json` each writes when
+    it stops), summed, with the wire's hidden dtype; None unless every attention rank wrote one
+    (a job that failed)."""
+    from step3_trt.runtime.link_stats import LinkStats
+
+    files = [run_dir / f"links{layout.world(a)}.json" for a in layout.attention_ranks]
+    if not all(f.is_file() for f in files):
+        return None
+    total = LinkStats()
+    for f in files:
+        total.add(LinkStats.from_dict(json.loads(f.read_text())))
+    meta = json.loads((engine_dir / "attention" / "rank0" / "engine.json").read_text())
+    return {"wire_hidden": meta["wire"]["hidden"], **total.summary()}
+
+
 def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: str | None = None,
             timeout: float = 60.0, micro_batches: int | None = None, device: str | None = None,
             trace_file: Path | None = None, run_dir: Path | None = None, tokenizer=None,
-            hosts: Hosts = Hosts(), on_result=None, err=sys.stderr,
+            hosts: Hosts = Hosts(), on_result=None, on_summary=None, err=sys.stderr,
             startup_timeout_s: float = 600.0, prefix_caching: bool = True) -> int:
     """Run the job; each result (a dict: prompt_ids, output_ids, text, or error) goes to
-    `on_result` in request order (default: a JSON line on stdout). Returns the exit code."""
+    `on_result` in request order (default: a JSON line on stdout), then, once the job stopped
+    cleanly, the summary (requests and the links' bytes, `link_summary`) to `on_summary`
+    (default: the JSON line {"summary": {...}} on stdout). Returns the exit code."""
     from step3_trt.build_config import BuildConfig
     from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint
     from step3_trt.serve.job_client import JobClient, JobUnavailable
     from step3_trt.serve.request import GenerationRequest
 
     on_result = on_result or (lambda r: print(json.dumps(r), flush=True))
+    on_summary = on_summary or (lambda s: print(json.dumps({"summary": s}), flush=True))
     engine_dir = Path(engine_dir).resolve()
     build = BuildConfig.from_file(engine_dir / "build_config.yaml")
     transport = transport or build.runtime.transport
@@ -215,6 +234,10 @@ def run_job(engine_dir: str | Path, requests: list[JobRequest], *, transport: st
              for r in ordered if collectors[r.id].result is not None}
     (run_dir / "stats.json").write_text(json.dumps({"requests": stats}, indent=1))
     if printed == len(ordered) and rc == 0:
+        links = link_summary(engine_dir, run_dir, job.layout)
+        if links is not None:
+            errors = sum("error" in collectors[r.id].result for r in ordered)
+            on_summary({"requests": len(ordered), "errors": errors, "links": links})
         return 0
     reason = job.failure()
     for r in ordered[printed:]:

@@ -74,12 +74,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def local_device(comm, layout: JobLayout, me: RankId, configured: str,
-                 transport: str) -> torch.device:
-    """This rank's device: CPU engines run on the CPU; on CUDA each worker takes the GPU of its
-    place among this host's workers (its local rank among them), several workers sharing a GPU
-    when a host has fewer GPUs than workers (the mpi transport only: NCCL refuses two ranks on
-    one GPU). Collective over `comm`."""
+def host_workers(comm, layout: JobLayout, me: RankId) -> tuple[int, int]:
+    """(this rank's place among this host's workers, how many workers this host runs); the
+    coordinator counts apart. Collective over `comm`."""
     from mpi4py import MPI
 
     worker = me in layout.workers
@@ -88,6 +85,15 @@ def local_device(comm, layout: JobLayout, me: RankId, configured: str,
     index, count = local.Get_rank(), local.Get_size()
     local.Free()
     workers.Free()
+    return index, count
+
+
+def local_device(configured: str, worker: bool, index: int, count: int,
+                 transport: str) -> torch.device:
+    """This rank's device: CPU engines run on the CPU; on CUDA each worker takes the GPU of its
+    place among this host's workers (`index` of `count`), several workers sharing a GPU when a
+    host has fewer GPUs than workers (the mpi transport only: NCCL refuses two ranks on one
+    GPU)."""
     if configured != "cuda" or not worker:
         return torch.device(configured if worker else "cpu")
     gpus = torch.cuda.device_count()
@@ -95,6 +101,15 @@ def local_device(comm, layout: JobLayout, me: RankId, configured: str,
         raise RuntimeError(f"{count} workers on this host but {gpus} GPUs: the torch transport "
                            f"(NCCL) needs one GPU per rank; use --transport mpi to share GPUs")
     return torch.device("cuda", index % gpus)
+
+
+def cpu_threads(count: int) -> int:
+    """Intra-op threads of a worker on the CPU: this process's cores shared among the host's
+    `count` workers (at least 1), unless OMP_NUM_THREADS chose for every rank. Each rank's
+    default (all cores) would have the ranks' OpenMP threads spin against each other."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    return max(1, len(os.sched_getaffinity(0)) // max(1, count))
 
 
 class Rank:
@@ -105,8 +120,11 @@ class Rank:
         self.args, self.comm, self.layout, self.me, self.tracer = args, comm, layout, me, tracer
         self.build = BuildConfig.from_file(args.engines / "build_config.yaml")
         configured = args.device or self.build.device
+        index, count = host_workers(comm, layout, me)
         self.device = torch.device(configured) if ":" in configured else \
-            local_device(comm, layout, me, configured, args.transport)
+            local_device(configured, me in layout.workers, index, count, args.transport)
+        if self.device.type == "cpu":  # the coordinator runs no kernels: one thread
+            torch.set_num_threads(cpu_threads(count) if me in layout.workers else 1)
         self.control = MpiControl(comm, layout, me, args.timeout)
         self.data = self._data_plane()
         if me != COORDINATOR:
@@ -145,7 +163,8 @@ class Rank:
 
     def run(self) -> None:
         print(f"[{self.layout.name(self.me)}] transport {self.args.transport}, device "
-              f"{self.device}", file=sys.stderr, flush=True)
+              f"{self.device}, {torch.get_num_threads()} CPU threads", file=sys.stderr,
+              flush=True)
         if self.me == COORDINATOR:
             self._coordinate()
         elif self.me.role is Role.ATTENTION:
@@ -196,23 +215,28 @@ class Rank:
         eos = eos_token_ids(engines, cfg)
         scheduler = make_scheduler(cfg, self.build, executor.k_cache.shape[1], eos,
                                    load_tokenizer(engines), self.prefix_caching)
-        ffn = RemoteFfn(self.data, self.layout, cfg.hidden_size, executor.dtype)
+        ffn = RemoteFfn.for_engine(self.data, self.layout, self.me, engine.meta, engine.device,
+                                   self.tracer)
         core = EngineCore(executor, ffn, scheduler, eos, self.micro_batches, lockstep=True,
                           tracer=self.tracer)
         self._ready()
         AttentionWorker(core, self.control, self.layout, self.me).run()
+        # what this rank put on the links, for the launcher's summary (`run --json`)
+        (self.args.run_dir / f"links{self.layout.world(self.me)}.json").write_text(
+            json.dumps(ffn.links.to_dict()))
 
     def _serve_ffn(self) -> None:
         from step3_trt.runtime.afd.ffn_worker import FfnWorker
         from step3_trt.runtime.cuda_graphs import GraphCache
         from step3_trt.runtime.engine import RankEngine
         from step3_trt.runtime.executors import FfnExecutor
+        from step3_trt.runtime.wire_format import WireFormat
 
         engine = RankEngine(self.args.engines / self.me.dir, self.device, self.build.digest())
         executor = FfnExecutor(engine, GraphCache.for_engine(self.build.runtime, engine))
         self._ready()
         FfnWorker(executor, self.control, self.data, self.layout, self.micro_batches,
-                  self.tracer).run()
+                  self.tracer, WireFormat.of_engine(engine.meta)).run()
 
 
 if __name__ == "__main__":

@@ -5,17 +5,14 @@ answers 200 (it listens only after reaching the AFD job)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from step3_trt.runtime.afd.serving_job import die_with_parent, stop_group
+from step3_trt.runtime.afd.process_group import LoggedProcess
 
-START_MARK = "==== step3-trt serve: OpenAI server start"
 # never through an HTTP proxy from the environment: the server is on this host
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -40,28 +37,13 @@ class OpenAISettings:
                 "--heartbeat-timeout", str(self.heartbeat_timeout_s)]
 
 
-class OpenAIProcess:
+class OpenAIProcess(LoggedProcess):
     def __init__(self, settings: OpenAISettings, log: Path):
-        self.settings, self.log = settings, log
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
+        super().__init__(log, "OpenAI server")
+        self.settings = settings
 
     def start(self) -> None:
-        self.starts += 1
-        with open(self.log, "a") as log:
-            log.write(f"{START_MARK} {self.starts} at {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n")
-            log.flush()
-            self.proc = subprocess.Popen(self.settings.command(), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, preexec_fn=die_with_parent)
-
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def tail(self, lines: int = 5) -> str:
-        """The last lines this start wrote."""
-        text = self.log.read_text(errors="replace")
-        return "\n".join(text.rsplit(START_MARK, 1)[-1].strip().splitlines()[1:][-lines:])
+        self.launch(self.settings.command())
 
     def healthy(self) -> bool:
         try:
@@ -71,5 +53,4 @@ class OpenAIProcess:
             return False
 
     def stop(self, grace_s: float) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, grace_s=grace_s)
+        self.stop_group(grace_s)
