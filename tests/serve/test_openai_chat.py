@@ -7,6 +7,7 @@ the prompt; max_completion_tokens."""
 
 import pytest
 
+from step3_trt.build_config import BuildConfig
 from tests.serve.openai_client import chat_prompt_ids, client, expected_reply
 
 pytestmark = pytest.mark.slow
@@ -99,3 +100,18 @@ def test_tool_choice_none_leaves_the_tools_out_of_the_prompt():
     assert len(chat_prompt_ids(TOOL_TURNS, TOOLS, "none")) < \
         len(chat_prompt_ids(TOOL_TURNS, TOOLS, "auto"))
     assert chat_prompt_ids(TOOL_TURNS, TOOLS, "none") == chat_prompt_ids(TOOL_TURNS)
+
+
+def test_usage_counts_the_prompt_tokens_the_prefix_cache_served(server):
+    """The same chat twice: the first computes its whole prompt, the second finds every full KV
+    block of it cached on the rank the first ran on (the last prompt token is always computed),
+    and usage.prompt_tokens_details.cached_tokens says so."""
+    messages = [{"role": "system", "content": "A prompt no other test sends: " + "x y z " * 20},
+                MESSAGES[1]]
+    n = len(chat_prompt_ids(messages))
+    block = BuildConfig.from_file(server.engines / "build_config.yaml").kv_cache.block_size
+    first, second = (client(server).chat.completions.create(
+        model="step3", messages=messages, max_tokens=2, temperature=0) for _ in range(2))
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens == n
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens == (n - 1) // block * block > 0

@@ -29,8 +29,8 @@ def outcome(event: Finished) -> dict:
     return result
 
 
-def _usage(prompt: Prompt, result: dict) -> dict[str, int]:
-    return usage(len(prompt.ids), len(result["output_ids"]))
+def _usage(prompt: Prompt, result: dict) -> dict:
+    return usage(len(prompt.ids), len(result["output_ids"]), result.get("cached_tokens", 0))
 
 
 # ---- /v1/completions ------------------------------------------------------------------------
