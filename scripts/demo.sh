@@ -44,18 +44,22 @@ echo "AFD timeline (open in chrome://tracing or ui.perfetto.dev): $WORK/afd-trac
 # ---- Serving (step3-trt serve): tritonserver + the AFD job, a streamed completion over gRPC,
 # a short perf_analyzer measurement, then SIGTERM and a check that no process is left.
 HTTP_PORT="${HTTP_PORT:-8000}" GRPC_PORT="${GRPC_PORT:-8001}" METRICS_PORT="${METRICS_PORT:-8002}"
+OPENAI_PORT="${OPENAI_PORT:-8003}"
 bash perf/serve/install_tools.sh
 rm -rf "$WORK/serve-run"
 printf '\n\033[1m== %s\033[0m\n$ %s\n' \
-    "Serve: tritonserver (model step3, decoupled) with the AFD job behind it, in the background" \
-    "step3-trt serve --engines $WORK/engines --run-dir $WORK/serve-run &"
+    "Serve: tritonserver and the OpenAI-compatible server with the AFD job behind them, in the background" \
+    "step3-trt serve --engines $WORK/engines --run-dir $WORK/serve-run --openai-port $OPENAI_PORT &"
 step3-trt serve --engines "$WORK/engines" --run-dir "$WORK/serve-run" --http-port "$HTTP_PORT" \
-    --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" &
+    --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" --openai-port "$OPENAI_PORT" &
 SERVE_PID=$!
 trap 'kill -TERM $SERVE_PID 2>/dev/null || true; wait $SERVE_PID 2>/dev/null || true' EXIT
 step "Stream a completion over gRPC (waits for readiness)" \
     python perf/serve/stream.py --url "127.0.0.1:$GRPC_PORT" --wait 600 \
     --prompt "Return a new list containing" --max-tokens 40
+step "Chat through the OpenAI API with the official openai client (streamed; reasoning split at </think>)" \
+    python scripts/openai_chat.py --url "http://127.0.0.1:$OPENAI_PORT/v1" --wait 600
+echo
 echo '{"data": [{"text_input": ["Return a new list containing"], "max_tokens": [16], "stream": [true]}]}' \
     > "$WORK/pa_input.json"
 step "perf_analyzer: gRPC streaming, 4 concurrent requests, 12 requests" \
