@@ -170,8 +170,10 @@ class Supervisor:
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.options.startup_timeout_s
         while not self.stopping.is_set():
-            if self._server_died():
-                return False
+            if self._server_died():  # restarted like a death after start-up, same budget
+                if not self._restart_server():
+                    return False
+                continue
             if self.job.exit_code() is not None:
                 self.say(f"the AFD job failed while starting: {self.job.failure()}")
                 return False
