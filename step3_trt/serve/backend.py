@@ -27,38 +27,24 @@ from step3_trt.serve.admission import Admission
 from step3_trt.serve.interfaces import INTERFACES
 from step3_trt.serve.job_client import JobClient, JobUnavailable
 from step3_trt.serve.metrics import JobMetrics
-from step3_trt.serve.model_config import check_declared, engine_limits, flag_parameter, \
-    model_parameters
+from step3_trt.serve.model_config import engine_tokenizer, flag_parameter, model_interface, \
+    request_inputs
 from step3_trt.serve.outputs import BlsText, Step3Text, TokenIds
 from step3_trt.serve.request import BadRequest, CheckedRequest, GenerationRequest, check, \
     tokenize
 from step3_trt.serve.responses import ResponseStream
-from step3_trt.tokenizer import load_tokenizer
 
-REQUIRED = ("engines", "afd_endpoint", "interface")
+REQUIRED = ("engines", "afd_endpoint")
 
 
 class GenerationModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        params = model_parameters(config)
-        missing = [k for k in REQUIRED if not params.get(k)]
-        if missing:
-            raise ValueError(f"model parameter(s) {', '.join(missing)} not set: start the server "
-                             f"with `step3-trt serve --engines DIR`")
-        if params["interface"] not in INTERFACES:
-            raise ValueError(f"model parameter interface must be one of "
-                             f"{', '.join(INTERFACES)}, got {params['interface']!r}")
-        self.interface = INTERFACES[params["interface"]]
-        check_declared(config, self.interface)
+        params, self.interface = model_interface(config, REQUIRED, INTERFACES)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
         self.include_input = not flag_parameter(params, "exclude_input_in_output", True)
         self.accumulate = flag_parameter(params, "accumulate_tokens", False)
-        engines = Path(params["engines"])
-        self.tokenizer = load_tokenizer(engines)
-        if self.tokenizer is None:
-            raise FileNotFoundError(f"{engines} has no tokenizer (tokenizer/tokenizer.json)")
-        self.limits = engine_limits(engines, self.tokenizer)
+        self.tokenizer, self.limits = engine_tokenizer(Path(params["engines"]))
         self.metrics = JobMetrics(pb_utils, config["name"],
                                   flag_parameter(params, "rank_metrics", False))
         self.client = JobClient(params["afd_endpoint"],
@@ -73,11 +59,8 @@ class GenerationModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                inputs = {}
-                for name in self.interface.specs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    if tensor is not None:
-                        inputs[name] = tensor.as_numpy()
+                inputs = request_inputs(request, self.interface,
+                                        pb_utils.get_input_tensor_by_name)
                 parameters = json.loads(request.parameters() or "{}")
                 checked = check(self.interface, inputs, parameters, self.limits,
                                 self.include_input, self.decoupled)

@@ -12,7 +12,7 @@ from step3_trt.config import Step3Config
 from step3_trt.generation_config import GenerationConfig
 from step3_trt.serve.interfaces import Interface
 from step3_trt.serve.request import Limits
-from step3_trt.tokenizer import Step3Tokenizer
+from step3_trt.tokenizer import Step3Tokenizer, load_tokenizer
 
 
 def engine_limits(engine_dir: Path, tokenizer: Step3Tokenizer) -> Limits:
@@ -21,6 +21,42 @@ def engine_limits(engine_dir: Path, tokenizer: Step3Tokenizer) -> Limits:
     cfg = Step3Config.from_dict(meta["architecture"])
     return Limits.of(tokenizer, build.runtime.max_seq_len or cfg.max_position_embedding,
                      cfg.vocab_size, GenerationConfig.from_dir(engine_dir, cfg).eos_token_ids)
+
+
+def engine_tokenizer(engine_dir: Path) -> tuple[Step3Tokenizer, Limits]:
+    """The engines' tokenizer and the limits requests are checked against."""
+    tokenizer = load_tokenizer(engine_dir)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{engine_dir} has no tokenizer (tokenizer/tokenizer.json)")
+    return tokenizer, engine_limits(engine_dir, tokenizer)
+
+
+def model_interface(config: dict, required: tuple[str, ...],
+                    interfaces: dict[str, Interface]) -> tuple[dict[str, str], Interface]:
+    """A model's parameters and its interface (the `interface` parameter), once the required
+    parameters are set and the declared inputs are the interface's."""
+    params = model_parameters(config)
+    missing = [k for k in (*required, "interface") if not params.get(k)]
+    if missing:
+        raise ValueError(f"model parameter(s) {', '.join(missing)} not set: start the server "
+                         f"with `step3-trt serve --engines DIR`")
+    if params["interface"] not in interfaces:
+        raise ValueError(f"model parameter interface must be one of "
+                         f"{', '.join(interfaces)}, got {params['interface']!r}")
+    interface = interfaces[params["interface"]]
+    check_declared(config, interface)
+    return params, interface
+
+
+def request_inputs(request, interface: Interface, get_input) -> dict:
+    """The interface's inputs a request carries, as numpy arrays (`get_input`: the python
+    backend's pb_utils.get_input_tensor_by_name)."""
+    inputs = {}
+    for name in interface.specs:
+        tensor = get_input(request, name)
+        if tensor is not None:
+            inputs[name] = tensor.as_numpy()
+    return inputs
 
 
 def model_parameters(config: dict) -> dict[str, str]:

@@ -27,11 +27,10 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from step3_trt.serve.interfaces import POSTPROCESSING, PREPROCESSING, read_fields
-from step3_trt.serve.model_config import check_declared, engine_limits, flag_parameter, \
-    model_parameters
+from step3_trt.serve.model_config import engine_tokenizer, flag_parameter, model_interface, \
+    request_inputs
 from step3_trt.serve.tensors import BadRequest
 from step3_trt.serve.tokenizer_steps import postprocess, preprocess
-from step3_trt.tokenizer import load_tokenizer
 
 TOKENIZER_INTERFACES = {i.name: i for i in (PREPROCESSING, POSTPROCESSING)}
 
@@ -39,22 +38,9 @@ TOKENIZER_INTERFACES = {i.name: i for i in (PREPROCESSING, POSTPROCESSING)}
 class TokenizerModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        params = model_parameters(config)
-        missing = [k for k in ("engines", "interface") if not params.get(k)]
-        if missing:
-            raise ValueError(f"model parameter(s) {', '.join(missing)} not set: start the server "
-                             f"with `step3-trt serve --engines DIR`")
-        if params["interface"] not in TOKENIZER_INTERFACES:
-            raise ValueError(f"model parameter interface must be one of "
-                             f"{', '.join(TOKENIZER_INTERFACES)}, got {params['interface']!r}")
-        self.interface = TOKENIZER_INTERFACES[params["interface"]]
-        check_declared(config, self.interface)
+        params, self.interface = model_interface(config, ("engines",), TOKENIZER_INTERFACES)
         self.skip_special_tokens = flag_parameter(params, "skip_special_tokens", True)
-        engines = Path(params["engines"])
-        self.tokenizer = load_tokenizer(engines)
-        if self.tokenizer is None:
-            raise FileNotFoundError(f"{engines} has no tokenizer (tokenizer/tokenizer.json)")
-        self.limits = engine_limits(engines, self.tokenizer)
+        self.tokenizer, self.limits = engine_tokenizer(Path(params["engines"]))
         self.step = preprocess if self.interface is PREPROCESSING else \
             partial(postprocess, skip_special_tokens=self.skip_special_tokens)
 
@@ -63,11 +49,7 @@ class TokenizerModel:
 
     def _answer(self, request):
         try:
-            inputs = {}
-            for name in self.interface.specs:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
-                if tensor is not None:
-                    inputs[name] = tensor.as_numpy()
+            inputs = request_inputs(request, self.interface, pb_utils.get_input_tensor_by_name)
             f = read_fields(self.interface, inputs, json.loads(request.parameters() or "{}"))
             outputs = self.step(f, self.tokenizer, self.limits)
             return pb_utils.InferenceResponse(
