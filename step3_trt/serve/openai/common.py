@@ -22,7 +22,8 @@ from step3_trt.serve.request import MAX_WORD_BYTES, MAX_WORDS
 
 NO_LOGPROBS = ("the AFD job's attention ranks report the sampled token ids only, not their "
                "log-probabilities")
-NO_PENALTIES = "the runtime's sampler has no presence or frequency penalties"
+NO_PENALTIES = ("the runtime's presence and frequency penalties count prompt and output tokens "
+                "(TensorRT-LLM's rule); OpenAI's count only the tokens sampled so far")
 
 
 @dataclass(frozen=True)
