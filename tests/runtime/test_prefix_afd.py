@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import make_engines
-from tests.runtime.test_afd import config, expected, run_cli
+from tests.runtime.test_afd import config, expected, request_lines, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def run(engines, tmp_path, name, *extra):
     proc = run_cli("--engines", engines, "--prompts-file", tmp_path / "p.jsonl",
                    "--run-dir", tmp_path / name, *extra)
     assert proc.returncode == 0, proc.stderr
-    outputs = [json.loads(x)["output_ids"] for x in proc.stdout.splitlines()]
+    outputs = [x["output_ids"] for x in request_lines(proc.stdout)]
     stats = json.loads((tmp_path / name / "stats.json").read_text())["requests"]
     return outputs, [stats[str(i)] for i in range(len(outputs))]
 
