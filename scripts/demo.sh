@@ -13,8 +13,9 @@ step "The released Step-3 config: parameters, activated parameters, KV bytes per
     step3-trt inspect --preset step3
 step "The bundled model, and its memory plan under the 2A2F build config" \
     step3-trt inspect "$MODEL" --config "$CONFIG"
-step "Reference model (plain PyTorch), greedy" \
-    step3-trt generate --checkpoint "$MODEL" --greedy --max-new-tokens 40 "${PROMPTS[@]}"
+step "Reference model (plain PyTorch), greedy, in float32 like the engines (the checkpoint is bfloat16)" \
+    step3-trt generate --checkpoint "$MODEL" --dtype float32 --greedy --max-new-tokens 40 \
+    "${PROMPTS[@]}"
 step "Convert: role checkpoints for 2 attention ranks + 2 expert-parallel FFN ranks" \
     step3-trt convert --checkpoint "$MODEL" --config "$CONFIG" --out "$WORK/roles" --overwrite
 step "Build: torch.export + AOTInductor engines per role and rank (cached after the first run)" \
