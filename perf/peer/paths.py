@@ -52,12 +52,15 @@ def step3_trt(args: list[str], threads: int | None = None,
 
 
 def parse_outputs(stdout: str) -> Outputs:
-    """`--json` lines of `generate` / `run` -> prompt -> output ids; an error line is fatal."""
+    """`--json` lines of `generate` / `run` -> prompt -> output ids (less `run`'s closing
+    summary line); an error line is fatal."""
     outputs = {}
     for line in stdout.splitlines():
         if not line.startswith("{"):
             continue
         r = json.loads(line)
+        if set(r) == {"summary"}:
+            continue
         if "error" in r:
             raise RuntimeError(f"request {r.get('prompt_ids')} failed: {r['error']}")
         outputs[tuple(r["prompt_ids"])] = r["output_ids"]
