@@ -122,3 +122,8 @@ def metrics(url: str) -> dict[str, float]:
 
 def total(series: dict[str, float], name: str) -> float:
     return sum(v for k, v in series.items() if k.split("{")[0] == name)
+
+
+def kv_blocks_used(server) -> float:
+    """KV blocks held by requests, over every attention rank (the server's Triton metrics)."""
+    return total(metrics(f"http://127.0.0.1:{server.metrics_port}"), "step3_kv_cache_blocks_used")

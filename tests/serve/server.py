@@ -78,6 +78,14 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+
+def wait_for(condition, what: str, timeout_s: float = 300) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
 @dataclass
 class Server:
     engines: Path

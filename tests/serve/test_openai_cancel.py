@@ -6,29 +6,23 @@ and while waiting for a whole answer."""
 
 import http.client
 import json
-import time
+from functools import partial
 
 import pytest
 
-from tests.serve.clients import metrics, total
+from tests.serve.clients import kv_blocks_used, metrics
 from tests.serve.openai_client import client
+from tests.serve.server import wait_for as wait_until
 
+wait_for = partial(wait_until, timeout_s=120)
 pytestmark = pytest.mark.slow
 LONG = 900  # tokens: about 20 s of decoding on the 2-core machine, never reached here
 BODY = {"model": "step3", "prompt": "Return a new list containing", "max_tokens": LONG,
         "temperature": 0}
 
 
-def wait_for(condition, what: str, timeout_s: float = 120):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
-def kv_blocks_used(server) -> float:
-    return total(metrics(f"http://127.0.0.1:{server.metrics_port}"),
-                 "step3_kv_cache_blocks_used")
 
 
 def openai_metric(server, key: str) -> float:

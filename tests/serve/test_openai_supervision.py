@@ -6,22 +6,16 @@ with an error event, and once the job is back it reconnects by itself and serves
 import os
 import signal
 import threading
-import time
 
 import pytest
 
 from tests.serve.openai_client import client
-from tests.serve.server import Server, alive
+from tests.serve.server import Server, alive, wait_for
 
 pytestmark = pytest.mark.slow
 PROMPT = "Return a new list containing"
 
 
-def wait_for(condition, what: str, timeout_s: float = 300):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def greedy(server, n: int = 16) -> str:

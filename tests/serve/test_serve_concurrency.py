@@ -1,13 +1,15 @@
 """32 concurrent streaming clients share the continuous-batching scheduler and each get their
 complete, correct answer; a cancelled or disconnected request frees its KV blocks."""
 
-import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 
-from tests.serve.clients import grpc_stream, http_stream, metrics, total
+from tests.serve.clients import grpc_stream, http_stream, kv_blocks_used, metrics
+from tests.serve.server import wait_for as wait_until
 
+wait_for = partial(wait_until, timeout_s=120)
 pytestmark = pytest.mark.slow
 WORDS = ["Return", "The", "Create", "This", "Get", "A", "Set", "If"]
 PROMPTS = [f"{WORDS[i % 8]} {['list', 'file', 'socket', 'module'][i // 8]}" for i in range(32)]
@@ -24,11 +26,6 @@ def test_32_concurrent_streams_each_get_the_reference_output(server, reference):
     assert all(o.finish_reason in ("length", "stop") for o in outs)
 
 
-def wait_for(condition, what: str, timeout_s: float = 120):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def cancelled_count(server) -> float:
@@ -36,9 +33,6 @@ def cancelled_count(server) -> float:
         'step3_requests_finished_total{reason="cancelled"}', 0.0)
 
 
-def kv_blocks_used(server) -> float:
-    return total(metrics(f"http://127.0.0.1:{server.metrics_port}"),
-                 "step3_kv_cache_blocks_used")
 
 
 @pytest.mark.parametrize("how", ["grpc cancel", "http disconnect"])

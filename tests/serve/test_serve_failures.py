@@ -7,24 +7,18 @@ and a new server starts on the same ports."""
 import os
 import signal
 import queue
-import time
 
 import pytest
 
 from step3_trt.serve import control
 from tests.serve.clients import grpc_inputs, http_generate
-from tests.serve.server import Server
+from tests.serve.server import Server, wait_for
 
 pytestmark = pytest.mark.slow
 PROMPT = "Return a new list containing"
 NOT_READY_S = 3.0  # the supervisor polls every 0.2 s; a restart takes far longer than this
 
 
-def wait_for(condition, what: str, timeout_s: float = 300):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def error_after_kill(server, pid: int, sig=signal.SIGKILL) -> str:

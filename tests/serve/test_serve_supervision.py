@@ -8,13 +8,12 @@ import http.client
 import os
 import signal
 import stat
-import time
 
 import pytest
 
 from step3_trt.serve import control
 from tests.serve.clients import http_generate
-from tests.serve.server import Server, alive, descendants
+from tests.serve.server import Server, alive, descendants, wait_for
 from tests.serve.test_serve_lockdown import shm_regions
 
 pytestmark = pytest.mark.slow
@@ -22,11 +21,6 @@ PROMPT = "Return a new list containing"
 NESTED = 100_000
 
 
-def wait_for(condition, what: str, timeout_s: float = 300):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def tritonserver_pid(server) -> int:
