@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from step3_trt.runtime.afd.launch import Hosts
-from step3_trt.runtime.afd.process_group import stop_group
 from step3_trt.runtime.afd.serving_job import ServingJob, ipc_endpoint
 from step3_trt.serve import control
 from step3_trt.serve.lockdown import AdminKey
@@ -311,7 +310,7 @@ class Supervisor:
             self.say("the AFD job stopped answering (no heartbeat from its coordinator); "
                      "stopping it")
             self.hung = True
-            stop_group(self.job.proc, grace_s=5.0)
+            self.job.stop_group(grace_s=5.0)
         return self._restart_job()
 
     def _restart_job(self) -> bool:
